@@ -1,0 +1,181 @@
+"""The one place that runs a cell over time: masking, direction, bidirectional, stacking.
+
+Every recurrent layer in the package goes through `rnn` or `bidirectional` here, which
+hand the work to `_scan`; faster paths (a fused LSTM with a hand-written backward pass)
+plug in behind the same functions, so models never change when the engine does.
+
+Conventions of the public functions:
+- inputs are batch-major, `<float>[batch, time, features]`, lengths `<int32>[batch]`;
+- step t of sequence b is real when `t < lengths[b]`; padding is on the right;
+- a padded step leaves the carry untouched and emits zeros, so the final carry is the
+  carry after each sequence's last real step (the initial carry for a zero length);
+- the backward direction runs from each sequence's last real step to its first, so
+  padding never comes first and its final carry is the carry after step 0;
+- lengths are checked when they are concrete (outside `jit`); inside `jit` a length
+  above `time` acts as `time` and one below 0 as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.cells import CellSpec, get_cell
+
+Array = jax.Array
+
+
+def time_major(x: Array) -> Array:
+    """Swap the batch and time axes (`[B, T, ...] <-> [T, B, ...]`): the scan runs on axis 0."""
+    return jnp.swapaxes(x, 0, 1)
+
+
+def step_mask(lengths_B: Array, time: int) -> Array:
+    """`<bool>[time, batch]`: True where step t of sequence b is real (`t < lengths[b]`)."""
+    return jnp.arange(time)[:, None] < lengths_B[None, :]
+
+
+def check_inputs(xs_BTE: Any, lengths_B: Any) -> None:
+    """Raise a `ValueError` that says what is wrong with a layer's inputs.
+
+    Shapes are always checked; the values of `lengths` only when they are concrete.
+    """
+    xs_shape, len_shape = np.shape(xs_BTE), np.shape(lengths_B)
+    if len(xs_shape) != 3:
+        raise ValueError(
+            f"inputs must be [batch, time, features], got shape {xs_shape}; "
+            "add a batch axis for a single sequence"
+        )
+    if len(len_shape) != 1 or len_shape[0] != xs_shape[0]:
+        raise ValueError(
+            f"lengths must be [batch] = [{xs_shape[0]}] to match inputs {xs_shape}, "
+            f"got shape {len_shape}"
+        )
+    if not jnp.issubdtype(jnp.result_type(lengths_B), jnp.integer):
+        raise ValueError(f"lengths must be integers, got dtype {jnp.result_type(lengths_B)}")
+    if isinstance(lengths_B, jax.core.Tracer):
+        return
+    lengths = np.asarray(lengths_B)
+    if lengths.size and (lengths.min() < 0 or lengths.max() > xs_shape[1]):
+        raise ValueError(
+            f"lengths must lie in [0, time={xs_shape[1]}], got min {lengths.min()} and max "
+            f"{lengths.max()}; pad the inputs to the longest sequence or truncate the lengths"
+        )
+
+
+def _as_spec(cell: str | CellSpec) -> CellSpec:
+    return get_cell(cell) if isinstance(cell, str) else cell
+
+
+def _masked(mask_B: Array, new: Any, old: Any) -> Any:
+    """Keep `new` where the step is real and `old` on padding, leaf by leaf."""
+    return jax.tree.map(lambda n, o: jnp.where(mask_B[:, None], n, o), new, old)
+
+
+def _scan(step, params, carry, xs_TBE: Array, mask_TB: Array, *, reverse: bool, unroll: int):
+    """Run `step` over time with padding masked: the generic engine for every cell."""
+
+    def body(carry, inputs):
+        x_BE, m_B = inputs
+        new_carry, y_BH = step(params, carry, x_BE)
+        return _masked(m_B, new_carry, carry), jnp.where(m_B[:, None], y_BH, 0.0)
+
+    return jax.lax.scan(body, carry, (xs_TBE, mask_TB), reverse=reverse, unroll=unroll)
+
+
+def rnn(
+    cell: str | CellSpec,
+    params: dict,
+    xs_BTE: Array,
+    lengths_B: Array,
+    *,
+    reverse: bool = False,
+    initial_carry: Any = None,
+    unroll: int = 1,
+):
+    """Run one direction of a recurrent layer over a right-padded batch.
+
+    Args:
+      cell: a cell name from `lstm_jax.cells.CELLS` or a `CellSpec`.
+      params: the cell's parameters (`init_*` of that cell).
+      xs_BTE: `<float>[batch, time, features]` inputs.
+      lengths_B: `<int32>[batch]` number of real steps of each sequence.
+      reverse: run from each sequence's last real step back to its first.
+      initial_carry: the carry to start from; zeros when None.
+      unroll: `lax.scan`'s unroll factor.
+
+    Returns:
+      `(ys <float>[batch, time, H], final_carry)`; `ys` is zero on padded steps.
+    """
+    spec = _as_spec(cell)
+    check_inputs(xs_BTE, lengths_B)
+    batch, time, _ = xs_BTE.shape
+    if initial_carry is None:
+        hidden = params["recurrent_kernel"].shape[0]
+        initial_carry = spec.zero_carry(batch, hidden, xs_BTE.dtype)
+    carry, ys_TBH = _scan(
+        spec.step,
+        params,
+        initial_carry,
+        time_major(xs_BTE),
+        step_mask(lengths_B, time),
+        reverse=reverse,
+        unroll=unroll,
+    )
+    return time_major(ys_TBH), carry
+
+
+def bidirectional(
+    cell: str | CellSpec, params: dict, xs_BTE: Array, lengths_B: Array, *, unroll: int = 1
+):
+    """A bidirectional layer: `params = {"forward": ..., "backward": ...}`.
+
+    Returns `(ys <float>[batch, time, 2H], (forward_carry, backward_carry))`, the two
+    directions' outputs concatenated at each real step (zeros on padding). The forward
+    carry is the state after each sequence's last real step, the backward carry the
+    state after its first step, as Keras' `Bidirectional` with `mask_zero=True`.
+    """
+    ys_fwd, carry_fwd = rnn(cell, params["forward"], xs_BTE, lengths_B, unroll=unroll)
+    ys_bwd, carry_bwd = rnn(
+        cell, params["backward"], xs_BTE, lengths_B, reverse=True, unroll=unroll
+    )
+    return jnp.concatenate([ys_fwd, ys_bwd], axis=-1), (carry_fwd, carry_bwd)
+
+
+def final_output(carry: Any) -> Array:
+    """The output half of a final carry: `h` of an `(h, c)` carry, the carry itself otherwise."""
+    return carry[0] if isinstance(carry, tuple) else carry
+
+
+def stack(
+    cell: str | CellSpec,
+    layers: Sequence[dict],
+    xs_BTE: Array,
+    lengths_B: Array,
+    *,
+    is_bidirectional: bool = True,
+    return_sequences: bool = False,
+):
+    """Stacked recurrent layers with Keras' `return_sequences` semantics.
+
+    Every layer but the last returns its full sequence to the next; the last returns its
+    sequence when `return_sequences`, otherwise its final output (`<float>[batch, D*H]`,
+    D = 2 when bidirectional: forward at the last real step, backward at the first).
+    """
+    if not layers:
+        raise ValueError("stack needs at least one layer's parameters")
+    ys, carry = xs_BTE, None
+    for params in layers:
+        if is_bidirectional:
+            ys, carry = bidirectional(cell, params, ys, lengths_B)
+        else:
+            ys, carry = rnn(cell, params, ys, lengths_B)
+    if return_sequences:
+        return ys
+    if is_bidirectional:
+        return jnp.concatenate([final_output(carry[0]), final_output(carry[1])], axis=-1)
+    return final_output(carry)
