@@ -1,0 +1,13 @@
+"""IMDB sentiment, single BiLSTM: Embedding(8185, 64) -> Bi(LSTM(64)) -> Dense(64) -> Dense(1).
+
+Command:
+    lstm-jax train --config imdb_bilstm --workdir runs/imdb_bilstm \
+        --imdb-archive ../shared/data/aclImdb_labeled.tar.gz
+Result: see the README's results table (test accuracy, wall time, machine).
+"""
+
+from lstm_jax.config import TrainConfig
+
+
+def get_config() -> TrainConfig:
+    return TrainConfig(model="bilstm")
