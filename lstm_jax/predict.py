@@ -42,7 +42,7 @@ class Predictor:
             raise TypeError(f"a review must be str, got {type(text).__name__}")
         if not text.strip():
             raise ValueError("the review text is empty; give at least one word")
-        ids = self.tokenizer.encode(text)
+        ids = self.tokenizer.encode(_valid_unicode(text))
         return ids if self.config.max_len is None else ids[: self.config.max_len]
 
     def predict(self, text: str, *, width: int | None = None) -> Prediction:
@@ -59,6 +59,16 @@ class Predictor:
         tokens[0, : len(ids)] = ids
         logit = self._logits(self.params, tokens, jnp.array([len(ids)], jnp.int32))
         return Prediction(text, float(jax.nn.sigmoid(logit[0])), len(ids))
+
+
+def _valid_unicode(text: str) -> str:
+    """Undecodable bytes (as the command line passes them, surrogate-escaped) become U+FFFD,
+    as `lstm_jax.data` does for review files."""
+    try:
+        raw = text.encode("utf-8", errors="surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        raw = text.encode("utf-8", errors="replace")
+    return raw.decode("utf-8", errors="replace")
 
 
 def _padded_width(n: int) -> int:

@@ -1,0 +1,181 @@
+"""Training end to end on tiny data: steps, checkpoints, resume, refusals, prediction."""
+
+import functools
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_jax import data as data_lib
+from lstm_jax import training
+from lstm_jax.cli import main
+from lstm_jax.config import TrainConfig
+from lstm_jax.predict import Predictor
+
+CONFIG = TrainConfig(model="bilstm", vocab_size=300, batch_size=16, epochs=2, val_fraction=0.25)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_imdb, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    results = training.fit(CONFIG, workdir, archive=str(tiny_imdb), progress=False)
+    return workdir, results
+
+
+def _batch(config, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = [rng.integers(1, config.vocab_size, n).astype(np.int32) for n in (5, 9, 3, 12)]
+    return next(
+        data_lib.batches(tokens, np.array([0, 1, 1, 0]), batch_size=4, shuffle=False)
+    )
+
+
+def test_train_step_changes_every_parameter():
+    config = CONFIG.replace(model="stacked")
+    trainer = training.Trainer(config)
+    state = trainer.init_state()
+    before = jax.tree.map(np.array, state.params)
+    state, sums = trainer.train_step(state, _batch(config))
+    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, state.params)
+    assert all(jax.tree.leaves(changed)), changed
+    assert int(state.step) == 1 and float(sums["count"]) == 4.0
+
+
+def test_train_step_compiles_once_per_shape():
+    traces = []
+    config = CONFIG
+
+    def counted(state, batch):
+        traces.append(batch.tokens.shape)
+        return training.train_step(
+            state, batch, model=training.make_model(config),
+            optimizer=training.make_optimizer(config),
+        )
+
+    step = jax.jit(counted, donate_argnums=0)
+    state = training.init_state(config, training.make_optimizer(config))
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(1, 50, n).astype(np.int32) for n in rng.integers(1, 300, 64)]
+    labels = rng.integers(0, 2, 64)
+    shapes = set()
+    for epoch in range(2):
+        for batch in data_lib.batches(tokens, labels, batch_size=8, shuffle=True, epoch=epoch):
+            shapes.add(batch.tokens.shape)
+            state, _ = step(state, batch)
+    assert sorted(traces) == sorted(shapes)
+
+
+def test_fit_writes_history_plot_results_and_checkpoints(finished_run):
+    workdir, results = finished_run
+    history = json.loads((workdir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (workdir / "history.png").stat().st_size > 1000
+    assert json.loads((workdir / "results.json").read_text()) == results
+    assert 0.0 <= results["test_accuracy"] <= 1.0
+    assert training.config_lib.load(workdir) == CONFIG
+    assert (workdir / "tokenizer.json").is_file()
+
+
+def test_same_seed_gives_same_metrics(finished_run, tiny_imdb, tmp_path):
+    workdir, results = finished_run
+    again = training.fit(CONFIG, tmp_path, archive=str(tiny_imdb), progress=False)
+    assert again == results
+    assert (tmp_path / "history.json").read_text().count("loss") == 4
+    first = json.loads((workdir / "history.json").read_text())
+    second = json.loads((tmp_path / "history.json").read_text())
+    for a, b in zip(first, second, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+
+
+def _final_state(workdir, config):
+    manager = training._checkpoint_manager(workdir / "checkpoints", 2)
+    template = {"state": training.Trainer(config).init_state(), "sums": training._zero_sums()}
+    return training._restore(manager, template)["state"]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(finished_run, tiny_imdb, tmp_path):
+    workdir, results = finished_run
+
+    def interrupt_at(step, at):
+        if step == at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(training.Interrupted, match="--resume"):
+        training.fit(
+            CONFIG, tmp_path, archive=str(tiny_imdb), progress=False,
+            on_step=functools.partial(interrupt_at, at=4),  # mid-way through epoch 2
+        )
+    assert _final_state(tmp_path, CONFIG).step == 4
+    resumed = training.fit(CONFIG, tmp_path, archive=str(tiny_imdb), resume=True, progress=False)
+    assert resumed == results
+    expected, got = _final_state(workdir, CONFIG), _final_state(tmp_path, CONFIG)
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_finished_run_is_not_overwritten_without_flag(finished_run, tiny_imdb):
+    workdir, _ = finished_run
+    with pytest.raises(training.RunError, match="--overwrite"):
+        training.fit(CONFIG, workdir, archive=str(tiny_imdb), progress=False)
+
+
+def test_resume_with_another_model_is_refused(finished_run, tiny_imdb, tmp_path):
+    with pytest.raises(training.RunError, match="nothing to resume"):
+        training.fit(CONFIG, tmp_path, archive=str(tiny_imdb), resume=True, progress=False)
+    training.config_lib.TrainConfig.save(CONFIG, tmp_path)
+    with pytest.raises(training.RunError, match="another config"):
+        training.fit(
+            CONFIG.replace(model="stacked"), tmp_path, archive=str(tiny_imdb),
+            resume=True, progress=False,
+        )
+
+
+def test_workdir_without_checkpoint_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a training directory"):
+        training.evaluate(tmp_path)
+    CONFIG.save(tmp_path)
+    with pytest.raises(training.RunError, match="no checkpoint"):
+        training.load_params(tmp_path)
+
+
+def test_predictions_ignore_padding(finished_run):
+    predictor = Predictor(finished_run[0])
+    text = "a great and wonderful film"
+    n = predictor.predict(text).tokens
+    bare = predictor.predict(text, width=n).probability
+    padded = predictor.predict(text, width=n + 1000).probability
+    assert 0.0 <= bare <= 1.0
+    assert abs(bare - padded) < 1e-5
+
+
+def test_predict_handles_odd_texts(finished_run):
+    predictor = Predictor(finished_run[0])
+    with pytest.raises(ValueError, match="empty"):
+        predictor.predict("   ")
+    odd = predictor.predict("caf\udcff \ufffd ünïcode ☃")  # replacement chars, non-ASCII
+    assert 0.0 <= odd.probability <= 1.0
+    long = predictor.predict(" ".join(["great"] * 50_000))
+    assert long.tokens >= 1 and 0.0 <= long.probability <= 1.0
+
+
+def test_cli_evaluate_and_predict(finished_run, tiny_imdb, capsys):
+    workdir, results = finished_run
+    assert main(["evaluate", "--workdir", str(workdir), "--imdb-archive", str(tiny_imdb)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert main(["predict", "--workdir", str(workdir), "--show-padding", "great film"]) == 0
+    out = capsys.readouterr().out
+    assert "without padding" in out and ("positive" in out or "negative" in out)
+
+
+def test_cli_reports_bad_archive_clearly(tmp_path, capsys):
+    code = main(["train", "--workdir", str(tmp_path / "run"), "--imdb-archive",
+                 str(tmp_path / "missing.tar.gz"), "--quiet"])
+    assert code == 2
+    assert "aclImdb/{train,test}/{pos,neg}" in capsys.readouterr().err
