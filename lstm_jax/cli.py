@@ -7,6 +7,7 @@ import json
 import sys
 
 from lstm_jax import configs
+from lstm_jax.cells import CELLS
 
 PAD_DEMO = 1000  # extra pad tokens in `predict --show-padding`
 
@@ -75,6 +76,54 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradient_flow(args: argparse.Namespace) -> int:
+    from lstm_jax import study
+
+    results = study.run_gradient_flow(
+        args.out,
+        time=args.time,
+        steps=args.steps,
+        seeds=args.seeds,
+        hidden=args.hidden,
+        batch=args.batch,
+        lr=args.lr,
+        cells=args.cells,
+        quick=args.quick,
+    )
+    print(study.format_gradient_flow(results))
+    print(f"wrote {args.out}/gradient_flow.png and gradient_flow.json ({results['seconds']} s)")
+    return 0
+
+
+def _memory_task(args: argparse.Namespace) -> int:
+    from lstm_jax import study
+
+    results = study.run_memory_table(
+        args.out,
+        times=args.times,
+        cells=args.cells,
+        steps=args.steps,
+        batch=args.batch,
+        hidden=args.hidden,
+        seed=args.seed,
+        lr=args.lr,
+        quick=args.quick,
+    )
+    print(study.format_memory_table(results))
+    print(f"wrote {args.out}/memory_task.json")
+    return 0
+
+
+def _study_options(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--out", default=out, help="output directory")
+    p.add_argument("--steps", type=int, default=500, help="training steps per run")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    p.add_argument("--quick", action="store_true", help="tiny settings, seconds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["bilstm", "stacked"], default="bilstm")
     p.add_argument("--vocab-size", type=int, default=8185)
     p.set_defaults(run=_summary)
+
+    p = sub.add_parser(
+        "gradient-flow",
+        help="||d loss_T / d x_t|| against distance for each cell, at init and trained",
+    )
+    _study_options(p, "runs/gradient_flow")
+    p.add_argument("--time", type=int, default=100, help="sequence length T")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.set_defaults(run=_gradient_flow)
+
+    p = sub.add_parser("memory-task", help="long-range memory accuracy of each cell by length")
+    _study_options(p, "runs/memory_task")
+    p.add_argument("--times", type=int, nargs="+", default=[10, 50, 100, 200])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_memory_task)
     return parser
 
 
