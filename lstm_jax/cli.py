@@ -24,6 +24,7 @@ def _train(args: argparse.Namespace) -> int:
             "max_len": args.max_len,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
+            "dropout": args.dropout,
             "max_train_examples": args.max_train_examples,
         }.items()
         if v is not None
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, default=None, help="truncate reviews (subwords)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--dropout", type=float, default=None, help="word and output dropout")
     p.add_argument("--max-train-examples", type=int, default=None, help="for quick runs")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")

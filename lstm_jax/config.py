@@ -23,6 +23,7 @@ class TrainConfig:
       epochs: passes over the training split.
       learning_rate: Adam's step size.
       clip_norm: global gradient-norm clip (0 disables it).
+      dropout: dropout rate on the embeddings and the recurrent output (0: the tutorial's).
       seed: the root of every random choice: initialisation, validation split, shuffling.
       val_fraction: share of the training split held out for validation.
       max_len: keep only the first `max_len` subwords of each review (None: whole reviews).
@@ -35,6 +36,7 @@ class TrainConfig:
     epochs: int = 4
     learning_rate: float = 1e-3
     clip_norm: float = 1.0
+    dropout: float = 0.0
     seed: int = 0
     val_fraction: float = 0.1
     max_len: int | None = None
@@ -47,6 +49,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.max_len is not None and self.max_len < 1:

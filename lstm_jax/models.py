@@ -62,25 +62,33 @@ class SentimentClassifier(nn.Module):
     `apply({"params": p}, tokens <int32>[B, T], lengths <int32>[B]) -> <float32>[B]`.
     Padding is given by `lengths` (token ids past a review's length are ignored), so the
     logits of a review do not depend on how much padding its batch carries.
+    `dropout_rate` (0 in the tutorial) drops whole token embeddings and features of the
+    recurrent output when `train=True` (needs a "dropout" rng); it adds no parameters.
     """
 
     vocab_size: int
     kind: str = "bilstm"
     cell: str = "lstm"
+    dropout_rate: float = 0.0
 
     @nn.compact
-    def __call__(self, tokens_BT: jax.Array, lengths_B: jax.Array) -> jax.Array:
+    def __call__(
+        self, tokens_BT: jax.Array, lengths_B: jax.Array, *, train: bool = False
+    ) -> jax.Array:
         widths = check_kind(self.kind)
         if tokens_BT.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens_BT.shape}")
         x = nn.Embed(
             self.vocab_size, EMBED_DIM, embedding_init=_keras_embedding_init, name="embedding"
         )(tokens_BT)
+        # Drops whole token vectors (word dropout), not single features.
+        x = nn.Dropout(self.dropout_rate, broadcast_dims=(2,), deterministic=not train)(x)
         for depth, width in enumerate(widths):
             last = depth == len(widths) - 1
             x = Bidirectional(
                 width, self.cell, return_sequences=not last, name=f"bidirectional_{depth}"
             )(x, lengths_B)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         dense = dict(kernel_init=nn.initializers.glorot_uniform())
         x = nn.relu(nn.Dense(DENSE_DIM, name="dense", **dense)(x))
         return nn.Dense(1, name="logits", **dense)(x)[:, 0]

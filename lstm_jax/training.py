@@ -75,7 +75,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def make_model(config: TrainConfig) -> SentimentClassifier:
-    return SentimentClassifier(config.vocab_size, config.model)
+    return SentimentClassifier(config.vocab_size, config.model, dropout_rate=config.dropout)
 
 
 def init_state(config: TrainConfig, optimizer: optax.GradientTransformation) -> TrainState:
@@ -104,11 +104,22 @@ def train_step(
     *,
     model: SentimentClassifier,
     optimizer: optax.GradientTransformation,
+    seed: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One Adam step on the mean loss of the batch's real rows (filler rows weigh 0)."""
+    """One Adam step on the mean loss of the batch's real rows (filler rows weigh 0).
+
+    Dropout's key is `fold_in(key(seed), step)`: a resumed run draws the same masks.
+    """
+    dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
 
     def loss_fn(params):
-        logits = model.apply({"params": params}, batch.tokens, batch.lengths)
+        logits = model.apply(
+            {"params": params},
+            batch.tokens,
+            batch.lengths,
+            train=True,
+            rngs={"dropout": dropout_key},
+        )
         sums = _metrics(logits, batch)
         return sums["loss"] / jnp.maximum(sums["count"], 1.0), sums
 
@@ -192,7 +203,9 @@ class Trainer:
         self.model = make_model(config)
         self.optimizer = make_optimizer(config)
         self.train_step = jax.jit(
-            functools.partial(train_step, model=self.model, optimizer=self.optimizer),
+            functools.partial(
+                train_step, model=self.model, optimizer=self.optimizer, seed=config.seed
+            ),
             donate_argnums=0,
         )
         self.eval_step = jax.jit(functools.partial(eval_step, model=self.model))
