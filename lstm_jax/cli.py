@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lstm_jax import configs
+from lstm_jax import benchmark, configs
 from lstm_jax.cells import CELLS
 
 PAD_DEMO = 1000  # extra pad tokens in `predict --show-padding`
@@ -115,6 +115,12 @@ def _memory_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from lstm_jax import benchmark
+
+    return benchmark.run_cli(args)
+
+
 def _study_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", default=out, help="output directory")
     p.add_argument("--steps", type=int, default=500, help="training steps per run")
@@ -165,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["bilstm", "stacked"], default="bilstm")
     p.add_argument("--vocab-size", type=int, default=8185)
     p.set_defaults(run=_summary)
+
+    p = sub.add_parser("bench", help="speed of one training step against other LSTMs")
+    benchmark.add_arguments(p)
+    p.set_defaults(run=_bench)
 
     p = sub.add_parser(
         "gradient-flow",

@@ -1,0 +1,56 @@
+"""The benchmark harness: one tiny workload, one round, our implementation only.
+
+Timings are never asserted; only the shape of what the harness reports.
+"""
+
+import json
+
+import pytest
+
+from lstm_jax import benchmark
+
+
+def test_flop_count_follows_the_documented_formula():
+    # bilstm: one bidirectional layer, E = H = 64: 3 * 2 * 2*B*T*(64+64)*4*64.
+    assert benchmark.step_flops("bilstm", 2, 3) == 3 * 2 * 2 * 2 * 3 * 128 * 256
+    # stacked adds a layer over the first one's 128 outputs with H = 32.
+    extra = 3 * 2 * 2 * 2 * 3 * (128 + 32) * 4 * 32
+    assert benchmark.step_flops("stacked", 2, 3) == benchmark.step_flops("bilstm", 2, 3) + extra
+
+
+def test_expected_params_match_the_keras_summaries():
+    assert benchmark.expected_params("bilstm") == 598_209
+    assert benchmark.expected_params("stacked") == 635_329
+
+
+def test_unknown_impl_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--impls", "lstm_jax,nonesuch"])
+    assert "nonesuch" in capsys.readouterr().err
+
+
+def test_quick_run_reports_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", "lstm_jax,jax-cudnn"]
+    assert benchmark.main([*argv, "--no-imdb", "--out", str(out)]) == 0
+
+    results = json.loads(out.read_text())
+    assert {"date", "command", "machine", "peak", "cells", "imdb"} <= set(results)
+    assert results["peak"]["jax_default_gflops"] > 0
+    ours, cudnn = results["cells"]
+    assert ours["impl"] == "lstm_jax" and ours["status"] == "ok", ours
+    assert (ours["workload"], ours["length"], ours["batch"]) == ("bilstm", 32, 2)
+    assert ours["params"] == ours["params_expected"] == 598_209
+    assert len(ours["rounds_ms"]) == 1 and ours["ms_per_step"] > 0
+    assert ours["speedup_of_ours"] == 1.0
+    assert ours["recompiles"] == 0
+    assert ours["flops"] == benchmark.step_flops("bilstm", 2, 32)
+    for key in ("first_step_s", "compile_s", "xla_temp_mb", "rss_mb", "gflops_per_s", "loss0"):
+        assert key in ours, key
+    assert cudnn["status"] in ("ok", "skipped")  # skipped without a GPU
+    assert results["imdb"]["status"] == "skipped"
+
+    table = capsys.readouterr().out
+    header = "| " + " | ".join(title for title, _ in benchmark.COLUMNS) + " |"
+    assert header in table
+    assert "| bilstm | 32 | lstm_jax | 598,209 |" in table
