@@ -32,7 +32,9 @@ def layer_rows(model: SentimentClassifier) -> list[LayerRow]:
     _, variables = jax.eval_shape(init, jax.random.key(0), tokens, lengths)
     outputs = variables["intermediates"]
     rows = []
-    for name in sorted((n for n in outputs if n != "__call__"), key=_call_order):
+    # Parameter-free layers that keep the shape (Dropout) get no row.
+    layers = (n for n in outputs if _base(n) in _LAYER_KINDS)
+    for name in sorted(layers, key=_call_order):
         (array,) = outputs[name]["__call__"]
         shape = tuple(None if d in (_BATCH, _TIME) else d for d in array.shape)
         count = sum(x.size for x in jax.tree.leaves(variables["params"].get(name, {})))
