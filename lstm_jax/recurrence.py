@@ -4,6 +4,12 @@ Every recurrent layer in the package goes through `rnn` or `bidirectional` here,
 hand the work to `_scan`; faster paths (a fused LSTM with a hand-written backward pass)
 plug in behind the same functions, so models never change when the engine does.
 
+Engines: `"fused"` (the default, `lstm_jax.fused`) runs the "lstm" cell from a zero carry
+through a hand-written backward pass, both directions of a bidirectional layer in one
+scan; `"scan"` runs every cell through the generic masked `lax.scan` (the reference).
+Other cells, or an explicit `initial_carry`, always take the generic scan. Choose per call
+with `engine=` or for the process with `set_engine`.
+
 Conventions of the public functions:
 - inputs are batch-major, `<float>[batch, time, features]`, lengths `<int32>[batch]`;
 - step t of sequence b is real when `t < lengths[b]`; padding is on the right;
@@ -24,9 +30,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax.cells import CellSpec, get_cell
+from lstm_jax import fused
+from lstm_jax.cells import CellSpec, get_cell, lstm_cell
 
 Array = jax.Array
+
+ENGINES = ("fused", "scan")
+_engine = "fused"
+
+
+def set_engine(engine: str) -> str:
+    """Set the process-wide default engine ("fused" or "scan"); returns the previous one."""
+    global _engine
+    previous, _engine = _engine, _check_engine(engine)
+    return previous
+
+
+def _check_engine(engine: str | None) -> str:
+    if engine is None:
+        return _engine
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
+    return engine
+
+
+def _use_fused(spec: CellSpec, engine: str | None, initial_carry: Any = None) -> bool:
+    """Whether the fused LSTM can run this layer: the LSTM cell, from a zero carry."""
+    return _check_engine(engine) == "fused" and spec.step is lstm_cell and initial_carry is None
 
 
 def time_major(x: Array) -> Array:
@@ -96,6 +126,7 @@ def rnn(
     reverse: bool = False,
     initial_carry: Any = None,
     unroll: int = 1,
+    engine: str | None = None,
 ):
     """Run one direction of a recurrent layer over a right-padded batch.
 
@@ -107,6 +138,7 @@ def rnn(
       reverse: run from each sequence's last real step back to its first.
       initial_carry: the carry to start from; zeros when None.
       unroll: `lax.scan`'s unroll factor.
+      engine: "fused" or "scan"; None takes the process default (`set_engine`).
 
     Returns:
       `(ys <float>[batch, time, H], final_carry)`; `ys` is zero on padded steps.
@@ -114,6 +146,15 @@ def rnn(
     spec = _as_spec(cell)
     check_inputs(xs_BTE, lengths_B)
     batch, time, _ = xs_BTE.shape
+    if _use_fused(spec, engine, initial_carry):
+        ys_TBH, carry = fused.lstm_layer_tm(
+            params,
+            time_major(xs_BTE),
+            step_mask(lengths_B, time),
+            reverse=reverse,
+            unroll=unroll,
+        )
+        return time_major(ys_TBH), carry
     if initial_carry is None:
         hidden = params["recurrent_kernel"].shape[0]
         initial_carry = spec.zero_carry(batch, hidden, xs_BTE.dtype)
@@ -130,7 +171,13 @@ def rnn(
 
 
 def bidirectional(
-    cell: str | CellSpec, params: dict, xs_BTE: Array, lengths_B: Array, *, unroll: int = 1
+    cell: str | CellSpec,
+    params: dict,
+    xs_BTE: Array,
+    lengths_B: Array,
+    *,
+    unroll: int = 1,
+    engine: str | None = None,
 ):
     """A bidirectional layer: `params = {"forward": ..., "backward": ...}`.
 
@@ -139,10 +186,20 @@ def bidirectional(
     carry is the state after each sequence's last real step, the backward carry the
     state after its first step, as Keras' `Bidirectional` with `mask_zero=True`.
     """
-    ys_fwd, carry_fwd = rnn(cell, params["forward"], xs_BTE, lengths_B, unroll=unroll)
-    ys_bwd, carry_bwd = rnn(
-        cell, params["backward"], xs_BTE, lengths_B, reverse=True, unroll=unroll
-    )
+    spec = _as_spec(cell)
+    if _use_fused(spec, engine):
+        check_inputs(xs_BTE, lengths_B)
+        ys_fwd, ys_bwd, carries = fused.lstm_bidirectional_tm(
+            params["forward"],
+            params["backward"],
+            time_major(xs_BTE),
+            step_mask(lengths_B, xs_BTE.shape[1]),
+            unroll=unroll,
+        )
+        return time_major(jnp.concatenate([ys_fwd, ys_bwd], axis=-1)), carries
+    kwargs = dict(unroll=unroll, engine=engine)
+    ys_fwd, carry_fwd = rnn(spec, params["forward"], xs_BTE, lengths_B, **kwargs)
+    ys_bwd, carry_bwd = rnn(spec, params["backward"], xs_BTE, lengths_B, reverse=True, **kwargs)
     return jnp.concatenate([ys_fwd, ys_bwd], axis=-1), (carry_fwd, carry_bwd)
 
 
@@ -159,6 +216,7 @@ def stack(
     *,
     is_bidirectional: bool = True,
     return_sequences: bool = False,
+    engine: str | None = None,
 ):
     """Stacked recurrent layers with Keras' `return_sequences` semantics.
 
@@ -171,9 +229,9 @@ def stack(
     ys, carry = xs_BTE, None
     for params in layers:
         if is_bidirectional:
-            ys, carry = bidirectional(cell, params, ys, lengths_B)
+            ys, carry = bidirectional(cell, params, ys, lengths_B, engine=engine)
         else:
-            ys, carry = rnn(cell, params, ys, lengths_B)
+            ys, carry = rnn(cell, params, ys, lengths_B, engine=engine)
     if return_sequences:
         return ys
     if is_bidirectional:

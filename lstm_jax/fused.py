@@ -1,0 +1,208 @@
+"""A fused LSTM recurrence with a hand-written backward pass (the fast path of `recurrence`).
+
+`lstm_layer_tm` (one direction) and `lstm_bidirectional_tm` (both directions in one scan)
+compute what `recurrence.rnn` / `recurrence.bidirectional` compute for the "lstm" cell
+from a zero carry, with the same padding rules, but differentiate through a
+`jax.custom_vjp` instead of letting autodiff transpose the scan step by step.
+
+Forward (per direction, scan order t = 0..T-1; the backward direction scans a time-reversed
+copy of its inputs, so "scan order" is its own order), with mask m_t = [t < length]:
+
+    z_t  = x_t W + h_{t-1} U + b                  W = kernel, U = recurrent_kernel
+    i, f, g, o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)
+    c~_t = f c_{t-1} + i g,   h~_t = o tanh(c~_t)
+    c_t  = m_t ? c~_t : c_{t-1},   h_t = m_t ? h~_t : h_{t-1},   y_t = m_t ? h~_t : 0
+
+The forward scan stores the activated gates (i, f, g, o) and the carry (h_t, c_t) of every
+step; c_{t-1} and h_{t-1} are those carries shifted by one step.
+
+Backward, a reverse scan carrying (dh, dc) = (dL/dh_t, dL/dc_t), starting from the final
+carry's cotangent, with dy_t the cotangent of y_t:
+
+    dh~  = m_t (dh + dy_t)
+    dc~  = m_t dc + dh~ o (1 - tanh^2 c~_t)
+    dz_i = dc~ g i (1 - i),   dz_f = dc~ c_{t-1} f (1 - f)
+    dz_g = dc~ i (1 - g^2),   dz_o = dh~ tanh(c~_t) o (1 - o)
+    dc_{t-1} = dc~ f + (1 - m_t) dc
+    dh_{t-1} = dz_t U^T + (1 - m_t) dh
+
+(c~_t is recomputed from the stored gates and c_{t-1}.) The only matmul left inside the
+loop is `dz_t U^T`; the parameter and input gradients are large matmuls after it:
+
+    [dW; dU] = sum_t [x_t, h_{t-1}]^T dz_t,   db = sum_t,b dz_t,   dx_t = dz_t W^T
+
+Both directions of a bidirectional layer run in the same scan (the backward one over a
+time-reversed copy of the inputs and mask, which puts each sequence's last real step first
+and its padding last), so the loop runs T steps, not 2T.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = dict[str, Array]
+
+
+def _flip(x_T: Array) -> Array:
+    """Reverse the time axis (axis 0) of a time-major array."""
+    return jnp.flip(x_T, axis=0)
+
+
+# ----------------------------------------------------------------------------------
+# The core: D directions, each in its own scan order, as one custom-VJP function.
+# ----------------------------------------------------------------------------------
+def _gate_scale(hidden: int, dtype: Any) -> Array:
+    """`<float>[1, 4H]`: 1 on the sigmoid gates (i, f, o), 2 on the tanh candidate g.
+
+    With it every gate is one expression, `act = s sigmoid(s z) - (s - 1)`, since
+    `tanh(z) = 2 sigmoid(2z) - 1`, and its derivative is `(act + s - 1)(1 - act)` on every
+    gate (`i (1 - i)` on the sigmoids, `1 - g^2` on g): one full-width fusion each way
+    instead of four split ones (XLA on CPU fuses neither splits nor concatenations well).
+    """
+    ones = jnp.ones((hidden,), dtype)
+    return jnp.concatenate([ones, ones, 2.0 * ones, ones])[None]
+
+
+def _forward(params: tuple[Params, ...], xs: tuple[Array, ...], masks: tuple[Array, ...], unroll):
+    """Scan all directions at once; returns outputs, final carries and the residuals.
+
+    Per direction and step the loop does one matmul `[x_t, h_{t-1}] [W; U]`, one fusion
+    for the four activated gates `act = (i, f, g, o)` and one each for the masked `h_t`
+    and `c_t`; it stores `act`, `h_t` and `c_t` for the backward pass.
+    """
+    batch = xs[0].shape[1]
+    hidden = params[0]["recurrent_kernel"].shape[0]
+    dtype = xs[0].dtype
+    scale = _gate_scale(hidden, dtype)
+    zeros = jnp.zeros((batch, hidden), dtype)
+    carry0 = tuple((zeros, zeros) for _ in params)
+    stacked = tuple(
+        (jnp.concatenate([p["kernel"], p["recurrent_kernel"]], axis=0), p["bias"][None])
+        for p in params
+    )
+
+    def body(carry, inputs):
+        x_t, m_t = inputs
+        new_carry, emitted = [], []
+        for (wu, b), (h, c), x_BE, m_B in zip(stacked, carry, x_t, m_t, strict=True):
+            z = jnp.concatenate([x_BE, h], axis=-1) @ wu + b
+            act = scale * jax.nn.sigmoid(scale * z) - (scale - 1.0)
+            i, f, g, o = jnp.split(act, 4, axis=-1)
+            c_new = f * c + i * g
+            m = m_B[:, None]
+            h_new = jnp.where(m, o * jnp.tanh(c_new), h)
+            c_new = jnp.where(m, c_new, c)
+            new_carry.append((h_new, c_new))
+            emitted.append((act, h_new, c_new))
+        return tuple(new_carry), tuple(emitted)
+
+    carry, emitted = jax.lax.scan(body, carry0, (xs, masks), unroll=unroll)
+    ys = tuple(
+        jnp.where(m_TB[:, :, None], h_TBH, 0.0)
+        for m_TB, (_, h_TBH, _) in zip(masks, emitted, strict=True)
+    )
+    return ys, carry, emitted
+
+
+def _shift(a_TBH: Array) -> Array:
+    """The carry before each step from the carries after: `[0, a_0, ..., a_{T-2}]`."""
+    return jnp.concatenate([jnp.zeros_like(a_TBH[:1]), a_TBH[:-1]], axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _fused(params, xs, masks, unroll):
+    ys, carry, _ = _forward(params, xs, masks, unroll)
+    return ys, carry
+
+
+def _fused_fwd(params, xs, masks, unroll):
+    ys, carry, residuals = _forward(params, xs, masks, unroll)
+    return (ys, carry), (params, xs, masks, residuals)
+
+
+def _fused_bwd(unroll, saved, cotangents):
+    params, xs, masks, residuals = saved
+    dys, dcarry = cotangents
+    hidden = params[0]["recurrent_kernel"].shape[0]
+    scale = _gate_scale(hidden, xs[0].dtype)
+    u_transposed = tuple(p["recurrent_kernel"].T for p in params)
+    c_prevs = tuple(_shift(c_TBH) for _, _, c_TBH in residuals)
+    acts = tuple(act for act, _, _ in residuals)
+
+    def body(carry, inputs):
+        dy_t, act_t, c_prev_t, m_t = inputs
+        new_carry, dzs = [], []
+        for u_t, (dh, dc), dy, act, c_prev, m_B in zip(
+            u_transposed, carry, dy_t, act_t, c_prev_t, m_t, strict=True
+        ):
+            m = m_B[:, None]
+            i, f, g, o = jnp.split(act, 4, axis=-1)
+            tc = jnp.tanh(f * c_prev + i * g)
+            dht = jnp.where(m, dh + dy, 0.0)
+            dct = jnp.where(m, dc, 0.0) + dht * o * (1.0 - tc * tc)
+            partner = jnp.concatenate([dct * g, dct * c_prev, dct * i, dht * tc], axis=-1)
+            dz = partner * (act + scale - 1.0) * (1.0 - act)
+            new_carry.append((dz @ u_t + jnp.where(m, 0.0, dh), dct * f + jnp.where(m, 0.0, dc)))
+            dzs.append(dz)
+        return tuple(new_carry), tuple(dzs)
+
+    dcarry0 = tuple(tuple(d) for d in dcarry)
+    _, dzs = jax.lax.scan(body, dcarry0, (dys, acts, c_prevs, masks), reverse=True, unroll=unroll)
+
+    dparams, dxs = [], []
+    for p, x_TBE, (_, h_TBH, _), dz_TBG in zip(params, xs, residuals, dzs, strict=True):
+        time, batch, feat = x_TBE.shape
+        xh_NK = jnp.concatenate([x_TBE, _shift(h_TBH)], axis=-1).reshape(time * batch, -1)
+        dz_NG = dz_TBG.reshape(time * batch, -1)
+        dwu = xh_NK.T @ dz_NG
+        dparams.append(
+            {"kernel": dwu[:feat], "recurrent_kernel": dwu[feat:], "bias": jnp.sum(dz_NG, axis=0)}
+        )
+        dxs.append((dz_NG @ p["kernel"].T).reshape(time, batch, feat))
+    return tuple(dparams), tuple(dxs), None
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def _lstm_params(params: Any) -> Params:
+    return {k: params[k] for k in ("kernel", "recurrent_kernel", "bias")}
+
+
+# ----------------------------------------------------------------------------------
+# Public layers: time-major in, time-major out (recurrence does the batch-major faces).
+# ----------------------------------------------------------------------------------
+def lstm_layer_tm(
+    params: Params, xs_TBE: Array, mask_TB: Array, *, reverse: bool = False, unroll: int = 1
+):
+    """One LSTM direction over `<float>[time, batch, E]` with `<bool>[time, batch]` mask.
+
+    Returns `(ys <float>[time, batch, H], (h, c))` as `recurrence.rnn` does for the "lstm"
+    cell from a zero carry (`reverse=True`: from each sequence's last real step back).
+    """
+    if reverse:
+        xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)
+    (ys_TBH,), (carry,) = _fused((_lstm_params(params),), (xs_TBE,), (mask_TB,), unroll)
+    return (_flip(ys_TBH) if reverse else ys_TBH), carry
+
+
+def lstm_bidirectional_tm(
+    params_fwd: Params, params_bwd: Params, xs_TBE: Array, mask_TB: Array, *, unroll: int = 1
+):
+    """Both LSTM directions in one scan over `<float>[time, batch, E]`.
+
+    Returns `(ys_fwd <float>[time, batch, H], ys_bwd <float>[time, batch, H],
+    (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it.
+    """
+    (ys_f, ys_b), (carry_f, carry_b) = _fused(
+        (_lstm_params(params_fwd), _lstm_params(params_bwd)),
+        (xs_TBE, _flip(xs_TBE)),
+        (mask_TB, _flip(mask_TB)),
+        unroll,
+    )
+    return ys_f, _flip(ys_b), (carry_f, carry_b)

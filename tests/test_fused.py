@@ -1,0 +1,123 @@
+"""The fused LSTM engine computes what the generic masked scan computes, values and grads."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from lstm_jax import fused, recurrence
+from lstm_jax.cells import init_lstm
+
+BATCH, TIME, FEATURES, HIDDEN = 3, 6, 5, 4
+LENGTHS = jnp.array([6, 0, 3], jnp.int32)  # full, empty and padded sequences
+
+
+def _inputs(seed=0):
+    k_fwd, k_bwd, k_x, k_w = jax.random.split(jax.random.PRNGKey(seed), 4)
+    params = {
+        "forward": init_lstm(k_fwd, FEATURES, HIDDEN),
+        "backward": init_lstm(k_bwd, FEATURES, HIDDEN),
+    }
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(k_w, p.shape), params)
+    xs = jax.random.normal(k_x, (BATCH, TIME, FEATURES))
+    return params, xs
+
+
+def _loss(layer):
+    """A loss that reads every output and both halves of every final carry."""
+    weights = jax.random.normal(jax.random.PRNGKey(7), (BATCH, TIME, 2 * HIDDEN))
+
+    def loss(params, xs):
+        ys, (carry_fwd, carry_bwd) = layer(params, xs)
+        return (
+            jnp.sum(ys * weights)
+            + jnp.sum(jnp.sin(carry_fwd[0]) + carry_fwd[1] ** 2)
+            + jnp.sum(carry_bwd[0] * jnp.cos(carry_bwd[1]))
+        )
+
+    return loss
+
+
+def _bidirectional(engine):
+    return lambda params, xs: recurrence.bidirectional("lstm", params, xs, LENGTHS, engine=engine)
+
+
+def _two_rnns(engine):
+    def layer(params, xs):
+        ys_fwd, carry_fwd = recurrence.rnn("lstm", params["forward"], xs, LENGTHS, engine=engine)
+        ys_bwd, carry_bwd = recurrence.rnn(
+            "lstm", params["backward"], xs, LENGTHS, reverse=True, engine=engine
+        )
+        return jnp.concatenate([ys_fwd, ys_bwd], axis=-1), (carry_fwd, carry_bwd)
+
+    return layer
+
+
+def _assert_trees_close(actual, expected):
+    jax.tree.map(
+        lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), actual, expected
+    )
+
+
+@pytest.mark.parametrize("layer", [_bidirectional, _two_rnns], ids=["bidirectional", "rnn"])
+def test_fused_outputs_and_carries_match_generic_scan(layer):
+    params, xs = _inputs()
+    _assert_trees_close(layer("fused")(params, xs), layer("scan")(params, xs))
+
+
+@pytest.mark.parametrize("layer", [_bidirectional, _two_rnns], ids=["bidirectional", "rnn"])
+def test_fused_gradients_match_generic_scan(layer):
+    params, xs = _inputs()
+    grad = jax.jit(jax.grad(_loss(layer("fused")), argnums=(0, 1)))
+    grad_ref = jax.jit(jax.grad(_loss(layer("scan")), argnums=(0, 1)))
+    _assert_trees_close(grad(params, xs), grad_ref(params, xs))
+
+
+def test_fused_padding_is_ignored():
+    params, xs = _inputs()
+    noisy = jnp.where(jnp.arange(TIME)[None, :, None] < LENGTHS[:, None, None], xs, 1e3)
+    layer = _bidirectional("fused")
+    _assert_trees_close(layer(params, noisy), layer(params, xs))
+    grads = jax.grad(_loss(layer), argnums=1)(params, xs)
+    assert float(jnp.abs(grads[1]).max()) == 0.0  # the empty sequence gets no gradient
+
+
+def test_fused_layer_gradients_match_finite_differences():
+    params, xs = _inputs()
+    mask_TB = recurrence.step_mask(LENGTHS, TIME)
+
+    def layer(params, xs_TBE):
+        ys_fwd, ys_bwd, (carry_fwd, carry_bwd) = fused.lstm_bidirectional_tm(
+            params["forward"], params["backward"], xs_TBE, mask_TB
+        )
+        return jnp.concatenate([ys_fwd, ys_bwd], axis=-1), carry_fwd, carry_bwd
+
+    check_grads(
+        layer, (params, recurrence.time_major(xs)), order=1, modes=["rev"], atol=2e-2, rtol=2e-2
+    )
+
+
+def test_fused_layer_compiles_once_per_shape():
+    params, xs = _inputs()
+    layer = jax.jit(
+        jax.grad(
+            lambda p, x, n: _loss(
+                lambda p, x: recurrence.bidirectional("lstm", p, x, n, engine="fused")
+            )(p, x)
+        )
+    )
+    layer(params, xs, LENGTHS)
+    layer(params, xs + 1.0, jnp.array([2, 5, 1], jnp.int32))
+    assert layer._cache_size() == 1
+
+
+def test_engine_switch_and_unknown_engine():
+    previous = recurrence.set_engine("scan")
+    try:
+        assert recurrence.set_engine(previous) == "scan"
+    finally:
+        recurrence.set_engine(previous)
+    params, xs = _inputs()
+    with pytest.raises(ValueError, match="unknown engine"):
+        recurrence.bidirectional("lstm", params, xs, LENGTHS, engine="cudnn")
