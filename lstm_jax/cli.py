@@ -25,6 +25,8 @@ def _train(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
             "dropout": args.dropout,
+            "schedule": args.schedule,
+            "normalize_text": args.normalize_text,
             "max_train_examples": args.max_train_examples,
         }.items()
         if v is not None
@@ -150,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--dropout", type=float, default=None, help="word and output dropout")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=None)
+    p.add_argument(
+        "--normalize-text",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lower-case and drop <br /> before tokenizing",
+    )
     p.add_argument("--max-train-examples", type=int, default=None, help="for quick runs")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")

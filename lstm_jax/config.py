@@ -10,6 +10,7 @@ from typing import Any
 from lstm_jax.models import check_kind
 
 CONFIG_FILE = "config.json"
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,9 +20,12 @@ class TrainConfig:
     Attributes:
       model: "bilstm" or "stacked" (`lstm_jax.models.KINDS`).
       vocab_size: subword vocabulary size, padding id 0 included (the tutorial's 8185).
+      normalize_text: learn and apply the vocabulary on lower-cased text with IMDB's
+        `<br />` markup as spaces (`lstm_jax.tokenizer.normalize_text`).
       batch_size: reviews per batch (the lecture's `padded_batch(64)`).
       epochs: passes over the training split.
-      learning_rate: Adam's step size.
+      learning_rate: Adam's step size (its peak, with a schedule).
+      schedule: "constant", or "cosine" (decay to 0 over the run's steps).
       clip_norm: global gradient-norm clip (0 disables it).
       dropout: dropout rate on the embeddings and the recurrent output (0: the tutorial's).
       seed: the root of every random choice: initialisation, validation split, shuffling.
@@ -32,9 +36,11 @@ class TrainConfig:
 
     model: str = "bilstm"
     vocab_size: int = 8185
+    normalize_text: bool = False
     batch_size: int = 64
     epochs: int = 4
     learning_rate: float = 1e-3
+    schedule: str = "constant"
     clip_norm: float = 1.0
     dropout: float = 0.0
     seed: int = 0
@@ -51,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.max_len is not None and self.max_len < 1:

@@ -11,6 +11,10 @@ Ids: 0 is padding and never comes out of `encode`; the BPE vocabulary occupies
 could spell, so a review containing the text "<pad>" is just text.
 
 Training is deterministic: the same texts and size give the same vocabulary in every run.
+
+`normalize=True` learns the vocabulary of normalised text instead (IMDB's `<br />` line
+breaks become spaces, everything lower case): fewer ids are spent on case and markup, and
+`decode(encode(t))` gives back `normalize_text(t)`, not `t`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 PAD_ID = 0
 DEFAULT_VOCAB_SIZE = 8185  # TFDS' imdb_reviews/subwords8k, so parameter counts match.
@@ -47,8 +51,11 @@ class SubwordTokenizer:
     # Building.
     # ------------------------------------------------------------------------------
     @classmethod
-    def train(cls, texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> SubwordTokenizer:
-        """Learn a vocabulary of `vocab_size` ids (padding included) from `texts`.
+    def train(
+        cls, texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE, *, normalize: bool = False
+    ) -> SubwordTokenizer:
+        """Learn a vocabulary of `vocab_size` ids (padding included) from `texts`
+        (`normalize`: of their normalised form, see the module's docstring).
 
         Pass the training split only. A corpus too small to support `vocab_size - 1` BPE
         symbols learns fewer (`learned_vocab_size`); `vocab_size` stays as requested, so
@@ -67,7 +74,7 @@ class SubwordTokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-        tok = _new_byte_level_bpe()
+        tok = _new_byte_level_bpe(normalize)
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size - 1,  # id 0 (padding) lives outside the BPE vocabulary
             show_progress=False,
@@ -98,13 +105,24 @@ class SubwordTokenizer:
 
     @classmethod
     def load_or_train(
-        cls, path: str | Path, texts: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE
+        cls,
+        path: str | Path,
+        texts: Sequence[str],
+        vocab_size: int = DEFAULT_VOCAB_SIZE,
+        *,
+        normalize: bool = False,
     ) -> SubwordTokenizer:
         """The tokenizer cached at `path` (a JSON file in a run directory), else one learned
-        from `texts` and saved there. A cached tokenizer of another size is an error."""
+        from `texts` and saved there. A cached tokenizer of another kind is an error."""
         path = Path(path)
         if path.exists():
             tokenizer = cls.load(path)
+            if tokenizer.normalizes != normalize:
+                raise ValueError(
+                    f"the tokenizer cached at {path} was learned with normalize="
+                    f"{tokenizer.normalizes}, but normalize={normalize} was requested; delete "
+                    "the file (or use a new run directory) to learn a new vocabulary"
+                )
             if tokenizer.vocab_size != vocab_size:
                 raise ValueError(
                     f"the tokenizer cached at {path} was learned with vocab_size "
@@ -113,7 +131,7 @@ class SubwordTokenizer:
                     "directory) to learn a new vocabulary"
                 )
             return tokenizer
-        tokenizer = cls.train(texts, vocab_size)
+        tokenizer = cls.train(texts, vocab_size, normalize=normalize)
         tokenizer.save(path)
         return tokenizer
 
@@ -140,6 +158,11 @@ class SubwordTokenizer:
         """Size of the id space, padding included (the embedding's row count): every id
         lies in `[0, vocab_size)`. The `vocab_size` given to `train`."""
         return self._vocab_size
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether texts are normalised before encoding (`train(..., normalize=True)`)."""
+        return self._tok.normalizer is not None
 
     @property
     def learned_vocab_size(self) -> int:
@@ -176,7 +199,8 @@ class SubwordTokenizer:
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """The text of `ids`; padding ids (0) are dropped, so a padded row decodes to its
-        review. Exact inverse of `encode`: `decode(encode(t)) == t` for every `str` t."""
+        review. Exact inverse of `encode`: `decode(encode(t)) == t` for every `str` t
+        (`normalize_text(t)` for a tokenizer trained with `normalize=True`)."""
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
             raise ValueError(f"ids must be a 1-D sequence of ints, got shape {ids.shape}")
@@ -192,9 +216,18 @@ class SubwordTokenizer:
         return f"SubwordTokenizer(vocab_size={self.vocab_size})"
 
 
-def _new_byte_level_bpe() -> Tokenizer:
-    """An untrained byte-level BPE with no normaliser: lossless on every `str`."""
+def normalize_text(text: str) -> str:
+    """What a `normalize=True` tokenizer sees: `<br />` as a space, all lower case."""
+    return text.replace("<br />", " ").lower()
+
+
+def _new_byte_level_bpe(normalize: bool = False) -> Tokenizer:
+    """An untrained byte-level BPE; without a normaliser it is lossless on every `str`."""
     tok = Tokenizer(models.BPE())
+    if normalize:
+        tok.normalizer = normalizers.Sequence(
+            [normalizers.Replace("<br />", " "), normalizers.Lowercase()]
+        )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     return tok

@@ -68,10 +68,14 @@ class TrainState(struct.PyTreeNode):
 # ----------------------------------------------------------------------------------
 # The pure pieces: optimizer, loss, steps.
 # ----------------------------------------------------------------------------------
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The one place the optimizer is built: optional global-norm clip, then Adam."""
+def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """The one place the optimizer is built: optional global-norm clip, then Adam with the
+    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps)."""
+    rate = config.learning_rate
+    if config.schedule == "cosine":
+        rate = optax.cosine_decay_schedule(rate, config.epochs * steps_per_epoch)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
-    return optax.chain(*parts, optax.adam(config.learning_rate))
+    return optax.chain(*parts, optax.adam(rate))
 
 
 def make_model(config: TrainConfig) -> SentimentClassifier:
@@ -169,7 +173,10 @@ def prepare_data(config: TrainConfig, workdir: Path, archive: str | None = None)
             train.texts[: config.max_train_examples], train.labels[: config.max_train_examples]
         )
     tokenizer = SubwordTokenizer.load_or_train(
-        Path(workdir) / TOKENIZER_FILE, train.texts, config.vocab_size
+        Path(workdir) / TOKENIZER_FILE,
+        train.texts,
+        config.vocab_size,
+        normalize=config.normalize_text,
     )
     return RunData(tokenizer, *(encode_split(tokenizer, s) for s in (train, val, splits["test"])))
 
@@ -198,10 +205,10 @@ def epoch_batches(config: TrainConfig, encoded: Encoded, epoch: int, *, shuffle:
 class Trainer:
     """Holds the model, the optimizer and the jitted steps of one config."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, steps_per_epoch: int = 1):
         self.config = config
         self.model = make_model(config)
-        self.optimizer = make_optimizer(config)
+        self.optimizer = make_optimizer(config, steps_per_epoch)
         self.train_step = jax.jit(
             functools.partial(
                 train_step, model=self.model, optimizer=self.optimizer, seed=config.seed
@@ -307,20 +314,23 @@ def fit(
     config = _check_workdir(workdir, config, resume=resume, overwrite=overwrite)
     config.save(workdir)
     run = prepare_data(config, workdir, archive)
-    trainer = Trainer(config)
+    steps_per_epoch = data_lib.num_batches(
+        run.train.tokens, batch_size=config.batch_size, max_len=config.max_len
+    )
+    trainer = Trainer(config, steps_per_epoch)
     state = trainer.init_state()
     checkpoints = _checkpoint_manager(workdir / "checkpoints", max_to_keep=2)
     best = _checkpoint_manager(workdir / "best", max_to_keep=1)
     history: list[dict[str, Any]] = []
     epoch_sums = None
     if resume and checkpoints.latest_step() is not None:
-        saved = _restore(
-            checkpoints, {"state": state, "sums": _zero_sums()}
-        )
+        saved = _restore(checkpoints, {"state": state, "sums": _zero_sums()})
         state, epoch_sums = saved["state"], saved["sums"]
-        history = json.loads((workdir / HISTORY_FILE).read_text()) if (
-            workdir / HISTORY_FILE
-        ).exists() else []
+        history = (
+            json.loads((workdir / HISTORY_FILE).read_text())
+            if (workdir / HISTORY_FILE).exists()
+            else []
+        )
     val_batches = epoch_batches(config, run.val, 0, shuffle=False)
     step = int(state.step)
     with _stop_requests() as stop:
@@ -345,12 +355,8 @@ def fit(
                 if on_step is not None:
                     on_step(step)
                 if (i + 1) % LOG_EVERY == 0:
-                    shown = _summarise(epoch_sums)
-                    bar.set_postfix(
-                        loss=f"{shown['loss']:.4f}",
-                        acc=f"{shown['accuracy']:.4f}",
-                        reviews_per_s=f"{(i + 1 - skip) * config.batch_size / (time.perf_counter() - started):.0f}",
-                    )
+                    elapsed = time.perf_counter() - started
+                    _show_progress(bar, epoch_sums, (i + 1 - skip) * config.batch_size / elapsed)
                 if stop:
                     checkpoints.save(
                         step, args=ocp.args.StandardSave({"state": state, "sums": epoch_sums})
@@ -371,9 +377,7 @@ def fit(
                 "seconds": seconds,
                 "padding_fraction": data_lib.padding_fraction(batches),
             }
-            checkpoints.save(
-                step, args=ocp.args.StandardSave({"state": state, "sums": epoch_sums})
-            )
+            checkpoints.save(step, args=ocp.args.StandardSave({"state": state, "sums": epoch_sums}))
             if val_metrics["accuracy"] > max((h["val_accuracy"] for h in history), default=-1):
                 best.save(step, args=ocp.args.StandardSave(state.params))
             history.append(record)
@@ -391,6 +395,15 @@ def fit(
     }
     (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _show_progress(bar: tqdm, sums, reviews_per_s: float) -> None:
+    shown = _summarise(sums)
+    bar.set_postfix(
+        loss=f"{shown['loss']:.4f}",
+        acc=f"{shown['accuracy']:.4f}",
+        reviews_per_s=f"{reviews_per_s:.0f}",
+    )
 
 
 def _zero_sums():

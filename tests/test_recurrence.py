@@ -71,8 +71,10 @@ def test_extra_padding_leaves_results_unchanged():
 
 def test_bidirectional_backward_starts_at_last_real_token():
     spec, _, xs = _setup()
-    params = {"forward": spec.init(jax.random.key(1), E, H),
-              "backward": spec.init(jax.random.key(2), E, H)}
+    params = {
+        "forward": spec.init(jax.random.key(1), E, H),
+        "backward": spec.init(jax.random.key(2), E, H),
+    }
     ys, (_, carry_bwd) = recurrence.bidirectional("lstm", params, xs, LENGTHS)
     assert ys.shape == (B, T, 2 * H)
     n = int(LENGTHS[1])
@@ -84,8 +86,14 @@ def test_bidirectional_backward_starts_at_last_real_token():
 def test_stack_follows_return_sequences():
     spec, _, xs = _setup()
     layers = [
-        {"forward": spec.init(jax.random.key(1), E, H), "backward": spec.init(jax.random.key(2), E, H)},
-        {"forward": spec.init(jax.random.key(3), 2 * H, 2), "backward": spec.init(jax.random.key(4), 2 * H, 2)},
+        {
+            "forward": spec.init(jax.random.key(1), E, H),
+            "backward": spec.init(jax.random.key(2), E, H),
+        },
+        {
+            "forward": spec.init(jax.random.key(3), 2 * H, 2),
+            "backward": spec.init(jax.random.key(4), 2 * H, 2),
+        },
     ]
     seqs = recurrence.stack("lstm", layers, xs, LENGTHS, return_sequences=True)
     final = recurrence.stack("lstm", layers, xs, LENGTHS)
@@ -129,7 +137,7 @@ def test_bad_input_raises_clear_error(xs_shape, lengths, message):
 
 def test_lengths_beyond_time_under_jit_act_as_time():
     _, params, xs = _setup()
-    run = jax.jit(lambda l: recurrence.rnn("lstm", params, xs, l))
+    run = jax.jit(lambda lengths: recurrence.rnn("lstm", params, xs, lengths))
     long = run(jnp.array([99, 99, 99], jnp.int32))
     full = run(jnp.array([T, T, T], jnp.int32))
     np.testing.assert_array_equal(long[0], full[0])

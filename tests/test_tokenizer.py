@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstm_jax.tokenizer import PAD_ID, SubwordTokenizer
+from lstm_jax.tokenizer import PAD_ID, SubwordTokenizer, normalize_text
 
 WORDS = "the movie was great terrible acting plot boring loved hated film actor scene".split()
 CORPUS = [
@@ -122,3 +122,19 @@ def test_load_or_train_with_another_vocab_size_raises(tmp_path):
 def test_vocab_size_below_the_byte_alphabet_raises():
     with pytest.raises(ValueError, match="vocab_size must be an int >= 257"):
         SubwordTokenizer.train(CORPUS, vocab_size=100)
+
+
+def test_normalizing_tokenizer_round_trips_the_normalized_text(tmp_path):
+    tok = SubwordTokenizer.train(CORPUS, VOCAB, normalize=True)
+    text = "The Movie<br /><br />was GREAT"
+    assert tok.normalizes
+    assert tok.decode(tok.encode(text)) == normalize_text(text) == "the movie  was great"
+    np.testing.assert_array_equal(tok.encode(text), tok.encode(normalize_text(text)))
+    tok.save(tmp_path / "tok.json")
+    assert SubwordTokenizer.load(tmp_path / "tok.json").normalizes
+
+
+def test_load_or_train_with_another_normalization_raises(tmp_path):
+    SubwordTokenizer.load_or_train(tmp_path / "tok.json", CORPUS, VOCAB)
+    with pytest.raises(ValueError, match="normalize=False, but normalize=True"):
+        SubwordTokenizer.load_or_train(tmp_path / "tok.json", CORPUS, VOCAB, normalize=True)

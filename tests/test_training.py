@@ -29,9 +29,7 @@ def finished_run(tiny_imdb, tmp_path_factory):
 def _batch(config, seed=0):
     rng = np.random.default_rng(seed)
     tokens = [rng.integers(1, config.vocab_size, n).astype(np.int32) for n in (5, 9, 3, 12)]
-    return next(
-        data_lib.batches(tokens, np.array([0, 1, 1, 0]), batch_size=4, shuffle=False)
-    )
+    return next(data_lib.batches(tokens, np.array([0, 1, 1, 0]), batch_size=4, shuffle=False))
 
 
 def test_train_step_changes_every_parameter():
@@ -52,7 +50,9 @@ def test_train_step_compiles_once_per_shape():
     def counted(state, batch):
         traces.append(batch.tokens.shape)
         return training.train_step(
-            state, batch, model=training.make_model(config),
+            state,
+            batch,
+            model=training.make_model(config),
             optimizer=training.make_optimizer(config),
         )
 
@@ -108,7 +108,10 @@ def test_interrupted_run_resumes_to_the_same_weights(finished_run, tiny_imdb, tm
 
     with pytest.raises(training.Interrupted, match="--resume"):
         training.fit(
-            CONFIG, tmp_path, archive=str(tiny_imdb), progress=False,
+            CONFIG,
+            tmp_path,
+            archive=str(tiny_imdb),
+            progress=False,
             on_step=functools.partial(interrupt_at, at=4),  # mid-way through epoch 2
         )
     assert _final_state(tmp_path, CONFIG).step == 4
@@ -131,8 +134,11 @@ def test_resume_with_another_model_is_refused(finished_run, tiny_imdb, tmp_path)
     training.config_lib.TrainConfig.save(CONFIG, tmp_path)
     with pytest.raises(training.RunError, match="another config"):
         training.fit(
-            CONFIG.replace(model="stacked"), tmp_path, archive=str(tiny_imdb),
-            resume=True, progress=False,
+            CONFIG.replace(model="stacked"),
+            tmp_path,
+            archive=str(tiny_imdb),
+            resume=True,
+            progress=False,
         )
 
 
@@ -175,7 +181,35 @@ def test_cli_evaluate_and_predict(finished_run, tiny_imdb, capsys):
 
 
 def test_cli_reports_bad_archive_clearly(tmp_path, capsys):
-    code = main(["train", "--workdir", str(tmp_path / "run"), "--imdb-archive",
-                 str(tmp_path / "missing.tar.gz"), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--imdb-archive",
+            str(tmp_path / "missing.tar.gz"),
+            "--quiet",
+        ]
+    )
     assert code == 2
     assert "aclImdb/{train,test}/{pos,neg}" in capsys.readouterr().err
+
+
+def test_cosine_schedule_decays_to_zero():
+    config = CONFIG.replace(schedule="cosine", epochs=2, clip_norm=0.0)
+    optimizer = training.make_optimizer(config, steps_per_epoch=5)
+    params = {"w": jnp.ones(3)}
+    state = optimizer.init(params)
+    sizes = []
+    for _ in range(11):
+        updates, state = optimizer.update({"w": jnp.ones(3)}, state, params)
+        sizes.append(float(-updates["w"][0]))
+    assert sizes[0] == pytest.approx(1e-3, rel=1e-4) and sizes == sorted(sizes, reverse=True)
+    assert sizes[10] == 0.0  # after epochs * steps_per_epoch steps the rate is 0
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        CONFIG.replace(schedule="linear")
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown config keys"):
+        CONFIG.replace(learning_rat=0.1)
