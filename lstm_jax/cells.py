@@ -72,13 +72,13 @@ def init_lstm(key: Array, input_size: int, hidden_size: int) -> Params:
 def lstm_cell(params: Params, carry: tuple[Array, Array], x_t: Array):
     """One LSTM step. Carry `(h, c)`, both `<float>[batch, H]`; output `h_{t+1}`.
 
-        z   = x_t @ kernel + h_t @ recurrent_kernel + bias,   split into (i, f, g, o)
-        i   = sigmoid(z_i)        input gate
-        f   = sigmoid(z_f)        forget gate
-        g   = tanh(z_g)           candidate cell state ("c" in Keras' names)
-        o   = sigmoid(z_o)        output gate
-        c_{t+1} = f * c_t + i * g
-        h_{t+1} = o * tanh(c_{t+1})
+    z   = x_t @ kernel + h_t @ recurrent_kernel + bias,   split into (i, f, g, o)
+    i   = sigmoid(z_i)        input gate
+    f   = sigmoid(z_f)        forget gate
+    g   = tanh(z_g)           candidate cell state ("c" in Keras' names)
+    o   = sigmoid(z_o)        output gate
+    c_{t+1} = f * c_t + i * g
+    h_{t+1} = o * tanh(c_{t+1})
     """
     h, c = carry
     z = x_t @ params["kernel"] + h @ params["recurrent_kernel"] + params["bias"][None]
@@ -106,7 +106,7 @@ def init_simple_rnn(key: Array, input_size: int, hidden_size: int) -> Params:
 def simple_rnn_cell(params: Params, carry: Array, x_t: Array):
     """One Elman RNN step. Carry `h <float>[batch, H]`; output `h_{t+1}`.
 
-        h_{t+1} = tanh(x_t @ kernel + h_t @ recurrent_kernel + bias)
+    h_{t+1} = tanh(x_t @ kernel + h_t @ recurrent_kernel + bias)
     """
     h = jnp.tanh(x_t @ params["kernel"] + carry @ params["recurrent_kernel"] + params["bias"][None])
     return h, h
@@ -166,12 +166,12 @@ def init_gru(key: Array, input_size: int, hidden_size: int) -> Params:
 def gru_cell(params: Params, carry: Array, x_t: Array):
     """One GRU step (reset gate applied after the recurrent matmul). Carry `h [batch, H]`.
 
-        x_z, x_r, x_n = split(x_t @ kernel + bias)
-        h_z, h_r, h_n = split(h_t @ recurrent_kernel + recurrent_bias)
-        z = sigmoid(x_z + h_z)              update gate
-        r = sigmoid(x_r + h_r)              reset gate
-        n = tanh(x_n + r * h_n)             candidate
-        h_{t+1} = z * h_t + (1 - z) * n
+    x_z, x_r, x_n = split(x_t @ kernel + bias)
+    h_z, h_r, h_n = split(h_t @ recurrent_kernel + recurrent_bias)
+    z = sigmoid(x_z + h_z)              update gate
+    r = sigmoid(x_r + h_r)              reset gate
+    n = tanh(x_n + r * h_n)             candidate
+    h_{t+1} = z * h_t + (1 - z) * n
     """
     x_z, x_r, x_n = jnp.split(x_t @ params["kernel"] + params["bias"][None], 3, axis=-1)
     h_z, h_r, h_n = jnp.split(

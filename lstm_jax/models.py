@@ -42,9 +42,7 @@ class Bidirectional(nn.Module):
         spec = get_cell(self.cell)
         features = xs_BTE.shape[-1]
         params = {
-            direction: self.param(
-                direction, lambda key: spec.init(key, features, self.hidden_size)
-            )
+            direction: self.param(direction, lambda key: spec.init(key, features, self.hidden_size))
             for direction in ("forward", "backward")
         }
         return recurrence.stack(

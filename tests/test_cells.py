@@ -20,8 +20,12 @@ def _inputs(name, seed=0):
     k_params, k_x, k_h = jax.random.split(jax.random.key(seed), 3)
     params = spec.init(k_params, E, H)
     # Non-zero biases so that the bias path is exercised too.
-    params = {k: v + 0.1 * jnp.arange(v.size, dtype=v.dtype).reshape(v.shape) / v.size
-              if k.endswith("bias") else v for k, v in params.items()}
+    params = {
+        k: v + 0.1 * jnp.arange(v.size, dtype=v.dtype).reshape(v.shape) / v.size
+        if k.endswith("bias")
+        else v
+        for k, v in params.items()
+    }
     x = jax.random.normal(k_x, (B, E))
     parts = jax.random.normal(k_h, (spec.carry_parts, B, H))
     carry = parts[0] if spec.carry_parts == 1 else tuple(parts)

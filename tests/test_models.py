@@ -53,9 +53,7 @@ def test_classifier_gradients_match_finite_differences(kind):
     model = SentimentClassifier(11, kind)
     tokens, lengths = _batch(vocab=11, time=5)
     with jax.enable_x64(True):
-        params = jax.tree.map(
-            lambda x: np.asarray(x, np.float64), _params(model, tokens, lengths)
-        )
+        params = jax.tree.map(lambda x: np.asarray(x, np.float64), _params(model, tokens, lengths))
 
         def loss(params):
             return jnp.sum(jnp.tanh(model.apply({"params": params}, tokens, lengths)))
