@@ -11,4 +11,11 @@ from lstm_jax.config import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(model="stacked")
+    return TrainConfig(
+        model="stacked",
+        normalize_text=True,
+        dropout=0.4,
+        learning_rate=2e-3,
+        schedule="cosine",
+        epochs=5,
+    )
