@@ -14,7 +14,8 @@ time and an optax/torch Adam update (lr 1e-3, no gradient clipping), float32.
 Implementations (`IMPLS`), all of the same model (parameter counts are in the table):
   lstm_jax          ours, the default (fused) engine: `training.Trainer(...).train_step`.
   lstm_jax-scan     ours through the generic masked `lax.scan` engine (`set_engine("scan")`).
-  lstm_jax-remat    ours with rematerialisation (`--remat`), when the library offers it.
+  lstm_jax-remat    ours, engine "remat" (`--remat`): the generic scan, each step recomputed
+                    in the backward pass (least activation memory, for long sequences).
   flax              `nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(H)), ...)` with `seq_lengths`.
   keras-jax         Keras 3 on JAX: the tutorial's `Sequential` (Embedding(mask_zero=True) ->
                     Bidirectional(LSTM) -> Dense(64, relu) -> Dense(1)); its step is
@@ -236,12 +237,6 @@ def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner
     from lstm_jax.config import TrainConfig
     from lstm_jax.data import Batch
 
-    if engine == "remat":
-        set_remat = getattr(recurrence, "set_remat", None)
-        if set_remat is None:
-            raise Skip("lstm_jax offers no rematerialisation option (no recurrence.set_remat)")
-        set_remat(True)
-        engine = "fused"
     recurrence.set_engine(engine)
     batch_size = data["tokens"].shape[0]
     config = TrainConfig(

@@ -6,9 +6,11 @@ plug in behind the same functions, so models never change when the engine does.
 
 Engines: `"fused"` (the default, `lstm_jax.fused`) runs the "lstm" cell from a zero carry
 through a hand-written backward pass, both directions of a bidirectional layer in one
-scan; `"scan"` runs every cell through the generic masked `lax.scan` (the reference).
-Other cells, or an explicit `initial_carry`, always take the generic scan. Choose per call
-with `engine=` or for the process with `set_engine`.
+scan; `"scan"` runs every cell through the generic masked `lax.scan` (the reference);
+`"remat"` is that scan with each step rematerialised (`jax.checkpoint`): the backward pass
+recomputes the gates from the stored carries, so activation memory drops to the carries,
+for long sequences. Other cells, or an explicit `initial_carry`, take the generic scan.
+Choose per call with `engine=` or for the process with `set_engine`.
 
 Conventions of the public functions:
 - inputs are batch-major, `<float>[batch, time, features]`, lengths `<int32>[batch]`;
@@ -35,12 +37,12 @@ from lstm_jax.cells import CellSpec, get_cell, lstm_cell
 
 Array = jax.Array
 
-ENGINES = ("fused", "scan")
+ENGINES = ("fused", "scan", "remat")
 _engine = "fused"
 
 
 def set_engine(engine: str) -> str:
-    """Set the process-wide default engine ("fused" or "scan"); returns the previous one."""
+    """Set the process-wide default engine (one of `ENGINES`); returns the previous one."""
     global _engine
     previous, _engine = _engine, _check_engine(engine)
     return previous
@@ -106,14 +108,26 @@ def _masked(mask_B: Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(mask_B[:, None], n, o), new, old)
 
 
-def _scan(step, params, carry, xs_TBE: Array, mask_TB: Array, *, reverse: bool, unroll: int):
-    """Run `step` over time with padding masked: the generic engine for every cell."""
+def _scan(
+    step,
+    params,
+    carry,
+    xs_TBE: Array,
+    mask_TB: Array,
+    *,
+    reverse: bool,
+    unroll: int,
+    remat: bool = False,
+):
+    """Run `step` over time with padding masked: the generic engine for every cell.
+    With `remat`, autodiff keeps only each step's inputs and carry and recomputes the rest."""
 
     def body(carry, inputs):
         x_BE, m_B = inputs
         new_carry, y_BH = step(params, carry, x_BE)
         return _masked(m_B, new_carry, carry), jnp.where(m_B[:, None], y_BH, 0.0)
 
+    body = jax.checkpoint(body) if remat else body
     return jax.lax.scan(body, carry, (xs_TBE, mask_TB), reverse=reverse, unroll=unroll)
 
 
@@ -138,7 +152,7 @@ def rnn(
       reverse: run from each sequence's last real step back to its first.
       initial_carry: the carry to start from; zeros when None.
       unroll: `lax.scan`'s unroll factor.
-      engine: "fused" or "scan"; None takes the process default (`set_engine`).
+      engine: one of `ENGINES`; None takes the process default (`set_engine`).
 
     Returns:
       `(ys <float>[batch, time, H], final_carry)`; `ys` is zero on padded steps.
@@ -166,6 +180,7 @@ def rnn(
         step_mask(lengths_B, time),
         reverse=reverse,
         unroll=unroll,
+        remat=_check_engine(engine) == "remat",
     )
     return time_major(ys_TBH), carry
 

@@ -152,3 +152,19 @@ def test_backprop_through_time_reaches_the_first_step():
     grad = jax.grad(last_output)(xs)
     assert np.abs(grad[0, 0]).sum() > 0  # step 0 influences the final state
     np.testing.assert_array_equal(grad[1, 2:], 0.0)  # padding gets no gradient
+
+
+def test_remat_engine_gives_the_same_gradients_as_the_scan():
+    _, params, xs = _setup()
+
+    def loss(params, xs, engine):
+        ys, (h, _) = recurrence.rnn("lstm", params, xs, LENGTHS, engine=engine)
+        return jnp.sum(ys**2) + jnp.sum(h)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    for a, b in zip(
+        jax.tree.leaves(grad(params, xs, "remat")),
+        jax.tree.leaves(grad(params, xs, "scan")),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
