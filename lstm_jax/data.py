@@ -225,6 +225,43 @@ def _load_from_tfds(data_dir: str | None) -> dict[str, Split]:
     return splits
 
 
+# Words of `write_toy_imdb`'s reviews: a positive review holds words of "pos", a negative
+# one words of "neg", among "filler" words.
+_TOY_WORDS = {
+    "pos": ["great", "wonderful", "moving", "superb", "loved"],
+    "neg": ["awful", "boring", "dull", "terrible", "hated"],
+    "filler": ["the", "film", "plot", "actor", "scene", "was", "and", "a", "it", "story"],
+}
+
+
+def write_toy_imdb(
+    root: str | Path, *, train_per_class: int = 48, test_per_class: int = 16, seed: int = 0
+) -> Path:
+    """Write a small, learnable stand-in for IMDB under `root` and return `root`.
+
+    The reviews go to `root/aclImdb/{train,test}/{pos,neg}/<i>_<rating>.txt`, the layout
+    `load_imdb` reads, `train_per_class` and `test_per_class` per class. Each review is 3
+    to 39 filler words with 1 to 3 sentiment words of its class inserted, drawn by
+    `np.random.default_rng(seed)`, so a model learns it in a few steps: data for tests,
+    notebooks and smoke runs, with no download.
+    """
+    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        _check_positive_int(value, name)
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        for cls in ("pos", "neg"):
+            folder = root / "aclImdb" / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                words = list(rng.choice(_TOY_WORDS["filler"], rng.integers(3, 40)))
+                for _ in range(rng.integers(1, 4)):
+                    words.insert(rng.integers(0, len(words) + 1), rng.choice(_TOY_WORDS[cls]))
+                rating = 7 if cls == "pos" else 2
+                (folder / f"{i}_{rating}.txt").write_text(" ".join(words), encoding="utf-8")
+    return root
+
+
 def split_validation(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """`(rest, held_out)`: a seeded, stratified `fraction` of `split` held out.
 

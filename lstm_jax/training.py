@@ -168,10 +168,9 @@ def prepare_data(config: TrainConfig, workdir: Path, archive: str | None = None)
     training texts and encode the three splits."""
     splits = data_lib.load_imdb(archive)
     train, val = data_lib.split_validation(splits["train"], config.val_fraction, config.seed)
-    if config.max_train_examples is not None:
-        train = data_lib.Split(
-            train.texts[: config.max_train_examples], train.labels[: config.max_train_examples]
-        )
+    if config.max_train_examples is not None:  # a seeded sample: the split is sorted by label
+        order = np.random.default_rng(config.seed).permutation(len(train))
+        train = train.take(np.sort(order[: config.max_train_examples]))
     tokenizer = SubwordTokenizer.load_or_train(
         Path(workdir) / TOKENIZER_FILE,
         train.texts,
@@ -419,15 +418,12 @@ def _format_record(r: dict[str, Any]) -> str:
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and accuracy per epoch, train and validation, as a PNG (no pyplot state)."""
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    fig = Figure(figsize=(10, 4))
+    for ax, metric in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
         ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
         ax.plot(epochs, [h[f"val_{metric}"] for h in history], "o-", label="validation")
         ax.set_xlabel("epoch")
@@ -436,7 +432,6 @@ def plot_history(history: Sequence[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------

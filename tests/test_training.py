@@ -213,3 +213,11 @@ def test_cosine_schedule_decays_to_zero():
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown config keys"):
         CONFIG.replace(learning_rat=0.1)
+
+
+def test_max_train_examples_takes_a_sample_of_both_classes(tiny_imdb, tmp_path):
+    run = training.prepare_data(
+        CONFIG.replace(max_train_examples=20), tmp_path, archive=str(tiny_imdb)
+    )
+    assert len(run.train.tokens) == 20
+    assert 0 < run.train.labels.sum() < 20
