@@ -562,21 +562,27 @@ def _serve_peak() -> None:
 
 
 def _serve_imdb(archive: str | None, examples: int | None) -> None:
-    """Time one epoch of the main job (bilstm, `TrainConfig()` defaults) on IMDB."""
+    """Time one epoch of the main job's single BiLSTM (config `imdb_bilstm`) over all
+    25,000 training reviews (the validation slice included), whole reviews."""
     send = _worker_channel()
     import jax
 
+    from lstm_jax import configs, training
     from lstm_jax import data as data_lib
-    from lstm_jax import training
-    from lstm_jax.config import TrainConfig
 
-    config = TrainConfig(model="bilstm", max_train_examples=examples)
+    config = configs.get("imdb_bilstm")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         run = training.prepare_data(config, Path(workdir), archive)
     prepare_s = time.perf_counter() - start
-    batches = training.epoch_batches(config, run.train, 0, shuffle=True)
-    trainer = training.Trainer(config)
+    every = training.Encoded(
+        run.train.tokens + run.val.tokens, np.concatenate([run.train.labels, run.val.labels])
+    )
+    if examples is not None:
+        order = np.random.default_rng(0).permutation(len(every.tokens))[:examples]
+        every = training.Encoded([every.tokens[i] for i in order], every.labels[order])
+    batches = training.epoch_batches(config, every, 0, shuffle=True)
+    trainer = training.Trainer(config, len(batches))
     state = trainer.init_state()
     counter = _CompileCounter()
     shapes: dict[tuple[int, ...], data_lib.Batch] = {}
