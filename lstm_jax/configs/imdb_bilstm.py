@@ -3,7 +3,9 @@
 Command:
     lstm-jax train --config imdb_bilstm --workdir runs/imdb_bilstm \
         --imdb-archive ../shared/data/aclImdb_labeled.tar.gz
-Result: see the README's results table (test accuracy, wall time, machine).
+Result (2-core AMD EPYC VM, CPU, jax 0.10.2): test accuracy 88.57%, test loss 0.278,
+best validation epoch 5 of 5; 450 s of training epochs (shared machine) plus ~60 s for
+data and tokenizer.
 """
 
 from lstm_jax.config import TrainConfig
