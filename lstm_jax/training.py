@@ -265,6 +265,7 @@ def _check_workdir(workdir: Path, config: TrainConfig, *, resume: bool, overwrit
     if not has_run:
         if resume:
             raise RunError(f"nothing to resume: {workdir} holds no training run")
+        (workdir / TOKENIZER_FILE).unlink(missing_ok=True)  # left by a start that failed
         return config
     saved = config_lib.load(workdir)
     if (workdir / RESULTS_FILE).exists() and not resume:
@@ -311,8 +312,8 @@ def fit(
     if resume and (workdir / RESULTS_FILE).exists():
         return json.loads((workdir / RESULTS_FILE).read_text())
     config = _check_workdir(workdir, config, resume=resume, overwrite=overwrite)
-    config.save(workdir)
     run = prepare_data(config, workdir, archive)
+    config.save(workdir)  # only now: a start that fails on its data leaves no run behind
     steps_per_epoch = data_lib.num_batches(
         run.train.tokens, batch_size=config.batch_size, max_len=config.max_len
     )

@@ -221,3 +221,13 @@ def test_max_train_examples_takes_a_sample_of_both_classes(tiny_imdb, tmp_path):
     )
     assert len(run.train.tokens) == 20
     assert 0 < run.train.labels.sum() < 20
+
+
+def test_a_start_that_fails_on_its_data_can_simply_be_retried(tiny_imdb, tmp_path):
+    with pytest.raises(data_lib.DataError):
+        training.fit(CONFIG, tmp_path, archive=str(tmp_path / "missing"), progress=False)
+    assert not (tmp_path / "config.json").exists()
+    results = training.fit(
+        CONFIG.replace(epochs=1), tmp_path, archive=str(tiny_imdb), progress=False
+    )
+    assert 0.0 <= results["test_accuracy"] <= 1.0
