@@ -442,17 +442,17 @@ def load_params(workdir: str | Path, config: TrainConfig | None = None):
     """The best parameters saved in `workdir` (the latest checkpoint's if none is best)."""
     workdir = Path(workdir)
     config = config or config_lib.load(workdir)
-    target = init_state(config, make_optimizer(config)).params
-    best = workdir / "best"
-    if best.is_dir() and _checkpoint_manager(best, 1).latest_step() is not None:
-        return _restore(_checkpoint_manager(best, 1), target)
+    state = init_state(config, make_optimizer(config))
+    if (workdir / "best").is_dir():
+        best = _checkpoint_manager(workdir / "best", 1)
+        if best.latest_step() is not None:
+            return _restore(best, state.params)
     manager = _checkpoint_manager(workdir / "checkpoints", 2)
     if manager.latest_step() is None:
         raise RunError(
             f"{workdir} holds no checkpoint yet; train with `lstm-jax train --workdir {workdir}`"
         )
-    template = {"state": init_state(config, make_optimizer(config)), "sums": _zero_sums()}
-    return _restore(manager, template)["state"].params
+    return _restore(manager, {"state": state, "sums": _zero_sums()})["state"].params
 
 
 def evaluate(workdir: str | Path, *, archive: str | None = None) -> dict[str, float]:
