@@ -12,7 +12,10 @@ embedding 64), batch 64, random tokens, every sequence full length (lengths = T)
 time and an optax/torch Adam update (lr 1e-3, no gradient clipping), float32.
 
 Implementations (`IMPLS`), all of the same model (parameter counts are in the table):
-  lstm_jax          ours, the default (fused) engine: `training.Trainer(...).train_step`.
+  lstm_jax          ours, the default (fused) engine: `training.Trainer(...).train_step`, its
+                    process set up by `lstm_jax.host.configure()` (one CPU device per core,
+                    the step data-parallel over them, as `lstm-jax train` runs it).
+  lstm_jax-1dev     the same on one device (`configure(cpu_devices=1)`).
   lstm_jax-scan     ours through the generic masked `lax.scan` engine (`set_engine("scan")`).
   lstm_jax-remat    ours, engine "remat" (`--remat`): the generic scan, each step recomputed
                     in the backward pass (least activation memory, for long sequences).
@@ -31,9 +34,13 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
 
-Each (workload, length) cell starts one worker process per implementation; after every
-worker has compiled and warmed up, rounds alternate between them (round r starts with
-the r-th implementation) and each round times `--steps` steps ending in a device sync.
+Every worker process first tunes glibc malloc (`lstm_jax.host.tune_malloc`: large blocks
+are reused, not mapped and page-faulted anew each step), so all implementations run under
+the same allocator settings. Each (workload, length) cell starts one worker process per
+implementation. After every worker has compiled and warmed up, rounds alternate between
+them (round r starts with the r-th implementation). Each round starts after a 0.3 s pause,
+so the threads of the worker before it, which spin a while after their last task, have
+gone quiet; it times `--steps` steps ending in a device sync.
 The table shows medians over rounds.
 
 FLOPs of one step are counted analytically (`step_flops`): an LSTM direction over inputs
@@ -77,6 +84,7 @@ LEARNING_RATE = 1e-3
 WIDTHS = {"bilstm": (64,), "stacked": (64, 32)}  # lstm_jax.models.KINDS, without importing jax
 IMPLS = (
     "lstm_jax",
+    "lstm_jax-1dev",
     "lstm_jax-scan",
     "flax",
     "keras-jax",
@@ -90,6 +98,7 @@ REMAT = "lstm_jax-remat"
 PEAK_SIZE = 2048
 ROUND_SECONDS = 0.5  # `--steps` auto: about this much timed work per round
 MAX_AUTO_STEPS = 100
+PAUSE_S = 0.3  # idle time before each timed round: the last worker's spinning threads settle
 WORKER_TIMEOUT_S = 1800.0
 ERROR_TAIL = 2000  # characters of a failed worker's stderr kept in the results
 
@@ -181,7 +190,7 @@ class JaxRunner(Runner):
         self._jax = jax
         self.jitted = jax.jit(step_fn, donate_argnums=0)
         self.state = state
-        self.batch = jax.device_put(batch)
+        self.batch = jax.device_put(batch)  # arrays already placed keep their placement
         self.params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
         self._loss = None
 
@@ -197,7 +206,10 @@ class JaxRunner(Runner):
     def report(self) -> dict[str, Any]:
         jax = self._jax
         compiled = self.jitted.lower(self.state, self.batch).compile()  # a cache hit
-        out: dict[str, Any] = {"jit_cache_size": self.jitted._cache_size()}
+        out: dict[str, Any] = {
+            "jit_cache_size": self.jitted._cache_size(),
+            "devices": len(jax.tree.leaves(self.batch)[0].sharding.device_set),
+        }
         memory = compiled.memory_analysis()
         if memory is not None:
             for name in ("temp", "argument", "output", "alias"):
@@ -233,6 +245,8 @@ def _bce_step(logits_fn: Callable, optimizer: Any) -> Callable:
 
 
 def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner:
+    import jax
+
     from lstm_jax import recurrence, training
     from lstm_jax.config import TrainConfig
     from lstm_jax.data import Batch
@@ -242,15 +256,15 @@ def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner
     config = TrainConfig(
         model=workload, batch_size=batch_size, learning_rate=LEARNING_RATE, clip_norm=0.0
     )
-    trainer = training.Trainer(config)
+    trainer = training.Trainer(config)  # data-parallel over the devices `host` set up
     state = trainer.init_state()
     weights = np.ones((batch_size,), np.float32)
-    batch = Batch(data["tokens"], data["lengths"], data["labels"], weights)
+    batch = jax.device_put(
+        Batch(data["tokens"], data["lengths"], data["labels"], weights), trainer.split
+    )
 
     def step(state, batch):  # the library's step, its loss sum turned into the mean
-        state, sums = training.train_step(
-            state, batch, model=trainer.model, optimizer=trainer.optimizer
-        )
+        state, sums = trainer.step_fn(state, batch)
         return state, sums["loss"] / sums["count"]
 
     return JaxRunner(step, state, batch, state.params)
@@ -448,6 +462,7 @@ class TorchRunner(Runner):
 
 BUILDERS: dict[str, Callable[[str, dict[str, np.ndarray]], Runner]] = {
     "lstm_jax": lambda w, d: _lstm_jax(w, d, "fused"),
+    "lstm_jax-1dev": lambda w, d: _lstm_jax(w, d, "fused"),
     "lstm_jax-scan": lambda w, d: _lstm_jax(w, d, "scan"),
     REMAT: lambda w, d: _lstm_jax(w, d, "remat"),
     "flax": _flax,
@@ -742,6 +757,7 @@ def _run_cell(
             order = list(alive)
             order = order[r % len(order) :] + order[: r % len(order)] if order else order
             for impl in order:
+                time.sleep(PAUSE_S)
                 try:
                     timed = alive[impl].call("time", steps=steps[impl])
                 except WorkerError as e:
@@ -1062,6 +1078,11 @@ def _worker_main(argv: Sequence[str]) -> None:
     parser.add_argument("--archive")
     parser.add_argument("--examples", type=int)
     args = parser.parse_args(argv)
+    from lstm_jax import host
+
+    host.tune_malloc()  # every implementation, before any allocation of note
+    if args.role == "imdb" or (args.role == "cell" and args.impl.startswith(OURS)):
+        host.configure(1 if args.impl == "lstm_jax-1dev" else None)
     if args.role == "cell":
         _serve_cell(args.impl, args.workload, args.batch, args.length, args.seed)
     elif args.role == "peak":

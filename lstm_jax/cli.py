@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from lstm_jax import benchmark, configs
+from lstm_jax import benchmark, configs, host
 from lstm_jax.cells import CELLS
 
 PAD_DEMO = 1000  # extra pad tokens in `predict --show-padding`
@@ -135,6 +136,13 @@ def _study_options(p: argparse.ArgumentParser, out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__)
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        help="JAX CPU devices to split this host into; training runs data-parallel over "
+        "them (default: $LSTM_JAX_CPU_DEVICES, else one per available core; see lstm_jax.host)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     archive_help = (
         "IMDB as a .tar.gz or folder in the aclImdb/{train,test}/{pos,neg}/*.txt layout "
@@ -205,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.cpu_devices is not None:  # also for the processes `bench` starts
+            os.environ[host.ENV_DEVICES] = str(args.cpu_devices)
+        host.configure(args.cpu_devices)
         return args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)

@@ -156,14 +156,13 @@ def _fused_bwd(unroll, saved, cotangents):
 
     dparams, dxs = [], []
     for p, x_TBE, (_, h_TBH, _), dz_TBG in zip(params, xs, residuals, dzs, strict=True):
-        time, batch, feat = x_TBE.shape
-        xh_NK = jnp.concatenate([x_TBE, _shift(h_TBH)], axis=-1).reshape(time * batch, -1)
-        dz_NG = dz_TBG.reshape(time * batch, -1)
-        dwu = xh_NK.T @ dz_NG
+        feat = x_TBE.shape[-1]
+        xh_TBK = jnp.concatenate([x_TBE, _shift(h_TBH)], axis=-1)
+        dwu = jnp.einsum("tbk,tbg->kg", xh_TBK, dz_TBG)
         dparams.append(
-            {"kernel": dwu[:feat], "recurrent_kernel": dwu[feat:], "bias": jnp.sum(dz_NG, axis=0)}
+            {"kernel": dwu[:feat], "recurrent_kernel": dwu[feat:], "bias": jnp.sum(dz_TBG, (0, 1))}
         )
-        dxs.append((dz_NG @ p["kernel"].T).reshape(time, batch, feat))
+        dxs.append(jnp.einsum("tbg,eg->tbe", dz_TBG, p["kernel"]))
     return tuple(dparams), tuple(dxs), None
 
 

@@ -1,8 +1,12 @@
 """Training, evaluation and checkpoints of the sentiment classifiers.
 
 `train_step(state, batch) -> (state, metrics)` is pure and importable; `Trainer` jits it
-once with the state donated. Metrics come back as sums (`loss`, `correct`, `count`) and
-the host reads them only when it logs. A run lives in one directory:
+once with the state donated. Where there are several devices (a CPU host split into one
+device per core by `lstm_jax.host.configure`, or several GPUs), `Trainer` runs the step
+data-parallel: `shard_map` gives each device a slice of the batch, gradients and metrics are
+summed across them, and every device applies the same update. Metrics come back as sums
+(`loss`, `correct`, `count`) and the host reads them only when it logs. A run lives in one
+directory:
 
     workdir/config.json        the `TrainConfig` (rebuilds the model from the directory alone)
     workdir/tokenizer.json     the subword vocabulary learnt from the training texts
@@ -30,6 +34,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import struct
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from lstm_jax import config as config_lib
@@ -42,6 +48,7 @@ TOKENIZER_FILE = "tokenizer.json"
 HISTORY_FILE = "history.json"
 RESULTS_FILE = "results.json"
 LOG_EVERY = 20  # steps between progress-bar updates (the only host syncs in an epoch)
+DATA_AXIS = "data"  # the mesh axis the batch is split along
 
 
 class RunError(RuntimeError):
@@ -102,6 +109,11 @@ def _metrics(logits_B, batch) -> dict[str, jax.Array]:
     }
 
 
+def _across(axis_name: str | None, tree):
+    """`tree` summed over the devices of `axis_name` (itself when there is no axis)."""
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
 def train_step(
     state: TrainState,
     batch: data_lib.Batch,
@@ -109,12 +121,18 @@ def train_step(
     model: SentimentClassifier,
     optimizer: optax.GradientTransformation,
     seed: int = 0,
+    axis_name: str | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One Adam step on the mean loss of the batch's real rows (filler rows weigh 0).
 
     Dropout's key is `fold_in(key(seed), step)`: a resumed run draws the same masks.
+    Under `shard_map` over `axis_name`, `batch` is this device's slice: the loss is still
+    the mean over the whole batch (counts and gradients are summed over the axis), and the
+    dropout key is folded with the device's index so the slices draw different masks.
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
+    if axis_name is not None:
+        dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
         logits = model.apply(
@@ -125,17 +143,21 @@ def train_step(
             rngs={"dropout": dropout_key},
         )
         sums = _metrics(logits, batch)
-        return sums["loss"] / jnp.maximum(sums["count"], 1.0), sums
+        count = _across(axis_name, sums["count"])
+        return sums["loss"] / jnp.maximum(count, 1.0), sums
 
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, sums = _across(axis_name, jax.grad(loss_fn, has_aux=True)(state.params))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return TrainState(state.step + 1, params, opt_state), sums
 
 
-def eval_step(params, batch: data_lib.Batch, *, model: SentimentClassifier):
-    """Loss and accuracy sums of one batch."""
-    return _metrics(model.apply({"params": params}, batch.tokens, batch.lengths), batch)
+def eval_step(
+    params, batch: data_lib.Batch, *, model: SentimentClassifier, axis_name: str | None = None
+):
+    """Loss and accuracy sums of one batch (summed over `axis_name` under `shard_map`)."""
+    logits = model.apply({"params": params}, batch.tokens, batch.lengths)
+    return _across(axis_name, _metrics(logits, batch))
 
 
 def _add(total, sums):
@@ -201,25 +223,73 @@ def epoch_batches(config: TrainConfig, encoded: Encoded, epoch: int, *, shuffle:
 # ----------------------------------------------------------------------------------
 # The driver.
 # ----------------------------------------------------------------------------------
-class Trainer:
-    """Holds the model, the optimizer and the jitted steps of one config."""
+def data_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh (axis `DATA_AXIS`) over the most of `devices` (default: all local ones)
+    that split `batch_size` rows evenly."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    size = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
+    return Mesh(np.array(devices[:size]), (DATA_AXIS,))
 
-    def __init__(self, config: TrainConfig, steps_per_epoch: int = 1):
+
+class Trainer:
+    """Holds the model, the optimizer and the jitted steps of one config.
+
+    The steps run data-parallel over `mesh` (see `data_mesh`) when it has several devices;
+    on one device they are the plain jitted `train_step` and `eval_step`. `place` puts a
+    state (or parameters) where the steps expect it; batches may come as NumPy arrays.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        steps_per_epoch: int = 1,
+        devices: Sequence[jax.Device] | None = None,
+    ):
         self.config = config
         self.model = make_model(config)
         self.optimizer = make_optimizer(config, steps_per_epoch)
-        self.train_step = jax.jit(
+        self.mesh = data_mesh(config.batch_size, devices)
+        self.replicated = NamedSharding(self.mesh, P())
+        self.split = NamedSharding(self.mesh, P(DATA_AXIS))
+        axis = DATA_AXIS if self.mesh.size > 1 else None
+        self.step_fn = self._on_mesh(
             functools.partial(
-                train_step, model=self.model, optimizer=self.optimizer, seed=config.seed
-            ),
-            donate_argnums=0,
+                train_step,
+                model=self.model,
+                optimizer=self.optimizer,
+                seed=config.seed,
+                axis_name=axis,
+            )
         )
-        self.eval_step = jax.jit(functools.partial(eval_step, model=self.model))
+        self.train_step = jax.jit(
+            self.step_fn, in_shardings=(self.replicated, self.split), donate_argnums=0
+        )
+        self.eval_step = jax.jit(
+            self._on_mesh(functools.partial(eval_step, model=self.model, axis_name=axis)),
+            in_shardings=(self.replicated, self.split),
+        )
+
+    def _on_mesh(self, step: Callable) -> Callable:
+        """`step(replicated, batch)` under `shard_map` when the mesh has several devices."""
+        if self.mesh.size == 1:
+            return step
+        return jax.shard_map(
+            step,
+            mesh=self.mesh,
+            in_specs=(P(), P(DATA_AXIS)),
+            out_specs=P(),
+            check_vma=False,  # the recurrences start from carries that are not per-device
+        )
+
+    def place(self, tree):
+        """`tree` (a state or parameters) copied to every device of the mesh."""
+        return jax.device_put(tree, self.replicated)
 
     def init_state(self) -> TrainState:
-        return init_state(self.config, self.optimizer)
+        return self.place(init_state(self.config, self.optimizer))
 
     def evaluate(self, params, batches: Iterable[data_lib.Batch]) -> dict[str, float]:
+        params = self.place(params)
         total = None
         for batch in batches:
             total = _add(total, self.eval_step(params, batch))
@@ -324,7 +394,7 @@ def fit(
     history: list[dict[str, Any]] = []
     epoch_sums = None
     if resume and checkpoints.latest_step() is not None:
-        saved = _restore(checkpoints, {"state": state, "sums": _zero_sums()})
+        saved = _restore(checkpoints, {"state": state, "sums": trainer.place(_zero_sums())})
         state, epoch_sums = saved["state"], saved["sums"]
         history = (
             json.loads((workdir / HISTORY_FILE).read_text())

@@ -1,10 +1,15 @@
-"""Strict JAX settings for every test: rank promotion raises, float32 matmuls are exact."""
+"""Strict JAX settings for every test: rank promotion raises, float32 matmuls are exact;
+two CPU devices, so training runs data-parallel as it does on a 2-core host."""
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax
+
+from lstm_jax import host
+
+host.configure(cpu_devices=2, malloc=False)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")

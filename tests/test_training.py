@@ -43,6 +43,32 @@ def test_train_step_changes_every_parameter():
     assert int(state.step) == 1 and float(sums["count"]) == 4.0
 
 
+def test_data_parallel_step_matches_one_device():
+    """Two devices, each with half the batch, take the same step as one device."""
+    assert len(jax.devices()) == 2  # tests/conftest.py splits the CPU in two
+    config = CONFIG.replace(model="stacked")
+    batch = _batch(config)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        trainer = training.Trainer(config, devices=devices)
+        assert trainer.mesh.size == len(devices)
+        state, sums = trainer.train_step(trainer.init_state(), batch)
+        results.append((state.params, sums, trainer.evaluate(state.params, [batch])))
+    (p1, s1, e1), (p2, s2, e2) = results
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for key in s1:
+        np.testing.assert_allclose(s1[key], s2[key], rtol=1e-6)
+    assert e1 == pytest.approx(e2, rel=1e-5)
+
+
+def test_data_mesh_uses_the_devices_that_split_the_batch_evenly():
+    devices = jax.devices()
+    assert training.data_mesh(64, devices).size == 2
+    assert training.data_mesh(3, devices).size == 1
+    assert training.data_mesh(64, devices[:1]).size == 1
+
+
 def test_train_step_compiles_once_per_shape():
     traces = []
     config = CONFIG
