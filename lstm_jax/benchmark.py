@@ -184,10 +184,13 @@ class JaxRunner(Runner):
 
     is_jax = True
 
-    def __init__(self, step_fn: Callable, state: Any, batch: Any, params: Any):
+    def __init__(
+        self, step_fn: Callable, state: Any, batch: Any, params: Any, *, settle: bool = False
+    ):
         import jax
 
         self._jax = jax
+        self.settle = settle  # wait for each step, as `training.Trainer` does on several devices
         self.jitted = jax.jit(step_fn, donate_argnums=0)
         self.state = state
         self.batch = jax.device_put(batch)  # arrays already placed keep their placement
@@ -196,6 +199,8 @@ class JaxRunner(Runner):
 
     def step(self) -> None:
         self.state, self._loss = self.jitted(self.state, self.batch)
+        if self.settle:
+            self.sync()
 
     def sync(self) -> None:
         self._jax.block_until_ready((self.state, self._loss))
@@ -267,7 +272,7 @@ def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner
         state, sums = trainer.step_fn(state, batch)
         return state, sums["loss"] / sums["count"]
 
-    return JaxRunner(step, state, batch, state.params)
+    return JaxRunner(step, state, batch, state.params, settle=trainer.mesh.size > 1)
 
 
 def _flax(workload: str, data: dict[str, np.ndarray]) -> Runner:
@@ -628,7 +633,7 @@ def _serve_imdb(archive: str | None, examples: int | None) -> None:
         "epoch_s": epoch_s,
         "reviews_per_s": reviews / epoch_s,
         "recompiles": counter.count - compiles,
-        "jit_cache_size": trainer.train_step._cache_size(),
+        "jit_cache_size": trainer.jitted_train_step._cache_size(),
         "rss_mb": _max_rss_mb(),
     })  # fmt: skip
 

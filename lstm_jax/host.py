@@ -7,18 +7,23 @@ command calls it first thing. In a script or notebook, call it right after the i
     import lstm_jax.host
     lstm_jax.host.configure()        # all cores; configure(cpu_devices=1) keeps one device
 
-Why (measured on a 2-core AMD EPYC, jax 0.10.2, BiLSTM train step, batch 64, T=256):
+Why (measured on a 2-core AMD EPYC, jax 0.10.2, BiLSTM train step, batch 64, T=256; the
+README has the benchmark's numbers and command):
 
 - *One device per core.* XLA's CPU runtime runs the small per-step work of a recurrence (a
   64-row matmul and a few fusions, T times in a row) on one core. With the host split into
   one CPU device per core, `training.Trainer` gives each device a slice of the batch
-  (`shard_map`), so every core runs its own recurrence: 120 ms to 85 ms a step.
-- *Malloc.* XLA allocates each step's temporaries as one block (111 MB for that step).
-  glibc serves a block that large with a fresh `mmap` and gives it back with `munmap`, so
-  every step page-faults its whole temporary memory again: 26,000 page faults, about a
-  quarter of the step. With one malloc arena, no `mmap` for large blocks and no trimming,
-  each step reuses the pages of the last (0 faults). The cost: the process keeps its peak
-  heap until it exits. Only glibc (Linux) is tuned; elsewhere this is a no-op.
+  (`shard_map`), so every core runs its own recurrence.
+- *Malloc.* XLA allocates each step's temporaries as one block (111 MB on one device, 54 MB
+  per device on two). glibc serves a block that large with a fresh `mmap` and gives it back
+  with `munmap`, so every step page-faults its temporary memory again (26,000 faults a
+  step here). Raising malloc's mmap threshold and never trimming lets a step reuse the
+  pages of the last, where the block fits a malloc arena (up to 64 MB for the arenas of
+  XLA's threads: the per-device blocks of the data-parallel step do, the single-device
+  block does not). Limiting malloc to one arena would cover that case too, but makes the
+  tokenizer's threads contend (data preparation 18 s to 77 s), so it is not done. The
+  cost: the process keeps its peak heap until it exits. Only glibc (Linux) is tuned;
+  elsewhere this is a no-op.
 
 The device count changes nothing on a GPU or TPU backend, where `jax.devices()` lists the
 accelerators; the malloc setting still spares the host side its page faults.
@@ -36,7 +41,6 @@ import jax
 # mallopt(3) parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 _NEVER = 2**31 - 1  # the largest value mallopt takes: no trimming, no mmap below 2 GiB
 ENV_DEVICES = "LSTM_JAX_CPU_DEVICES"  # the default device count, also for child processes
 
@@ -65,14 +69,14 @@ def backends_started() -> bool:
 
 def tune_malloc() -> bool:
     """Make glibc malloc reuse large blocks instead of mapping them anew (see the module
-    docstring). Returns whether it was applied (False where the C library is not glibc)."""
+    docstring): mmap threshold and trim threshold at their maximum. Returns whether it was applied (False where the C library is not glibc)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _NEVER), (_M_TRIM_THRESHOLD, _NEVER))
+    settings = ((_M_MMAP_THRESHOLD, _NEVER), (_M_TRIM_THRESHOLD, _NEVER))
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 

@@ -74,6 +74,22 @@ def test_fused_gradients_match_generic_scan(layer):
     _assert_trees_close(grad(params, xs), grad_ref(params, xs))
 
 
+@pytest.mark.parametrize("layer", [_bidirectional, _two_rnns], ids=["bidirectional", "rnn"])
+def test_fused_gradients_when_only_the_final_hidden_state_is_read(layer):
+    """The classifier's case: the outputs and the cell state get symbolic-zero cotangents,
+    which the backward pass skips."""
+    params, xs = _inputs()
+
+    def loss(engine):
+        def f(params, xs):
+            _, (carry_fwd, carry_bwd) = layer(engine)(params, xs)
+            return jnp.sum(jnp.tanh(carry_fwd[0]) * carry_bwd[0])
+
+        return jax.jit(jax.grad(f, argnums=(0, 1)))
+
+    _assert_trees_close(loss("fused")(params, xs), loss("scan")(params, xs))
+
+
 def test_fused_padding_is_ignored():
     params, xs = _inputs()
     noisy = jnp.where(jnp.arange(TIME)[None, :, None] < LENGTHS[:, None, None], xs, 1e3)
