@@ -34,9 +34,10 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
 
-Every worker process first tunes glibc malloc (`lstm_jax.host.tune_malloc`: large blocks
-are reused, not mapped and page-faulted anew each step), so all implementations run under
-the same allocator settings. Each (workload, length) cell starts one worker process per
+Every worker process starts with glibc malloc on transparent huge pages
+(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) and first tunes it (`lstm_jax.host.tune_malloc`:
+large blocks are reused, not mapped anew each step), so all implementations run under the
+same allocator settings, the ones `lstm-jax` gives itself (`lstm_jax.host`). Each (workload, length) cell starts one worker process per
 implementation. After every worker has compiled and warmed up, rounds alternate between
 them (round r starts with the r-th implementation). Each round starts after a 0.3 s pause,
 so the threads of the worker before it, which spin a while after their last task, have
@@ -707,7 +708,11 @@ class Worker:
 
 
 def _worker_env() -> dict[str, str]:
+    from lstm_jax import host
+
     env = dict(os.environ)
+    if env.get(host.ENV_HUGE_PAGES) != "0":  # every implementation: malloc on huge pages
+        env = host.environment_with_huge_pages(env)
     env["KERAS_BACKEND"] = "jax"
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several processes share a GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

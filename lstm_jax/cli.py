@@ -222,5 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `lstm-jax` console command: relaunched once with malloc on huge pages where
+    that needs a fresh process (`lstm_jax.host`), then `main()`."""
+    host.relaunch_with_huge_pages("lstm_jax.cli", sys.argv[1:])
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

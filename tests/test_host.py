@@ -41,3 +41,19 @@ def test_device_count_from_the_environment_is_checked(monkeypatch):
         host.configure(malloc=False)
     monkeypatch.setenv(host.ENV_DEVICES, "2")
     assert host.configure(malloc=False) == 2
+
+
+def test_environment_with_huge_pages_adds_the_glibc_tunable_once():
+    env = host.environment_with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"})
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.trim_threshold=1:glibc.malloc.hugetlb=1"
+    assert host.environment_with_huge_pages(env) == env
+    assert host.environment_with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
+def test_no_relaunch_when_opted_out_or_already_on_huge_pages(monkeypatch):
+    monkeypatch.setenv(host.ENV_HUGE_PAGES, "0")
+    assert not host.huge_pages_pending()
+    host.relaunch_with_huge_pages("lstm_jax.cli", ["--help"])  # returns: nothing to do
+    monkeypatch.delenv(host.ENV_HUGE_PAGES)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    assert not host.huge_pages_pending()
