@@ -37,11 +37,12 @@ per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
 Every worker process starts with glibc malloc on transparent huge pages
 (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) and first tunes it (`lstm_jax.host.tune_malloc`:
 large blocks are reused, not mapped anew each step), so all implementations run under the
-same allocator settings, the ones `lstm-jax` gives itself (`lstm_jax.host`). Each (workload, length) cell starts one worker process per
-implementation. After every worker has compiled and warmed up, rounds alternate between
-them (round r starts with the r-th implementation). Each round starts after a 0.3 s pause,
-so the threads of the worker before it, which spin a while after their last task, have
-gone quiet; it times `--steps` steps ending in a device sync.
+same allocator settings, the ones `lstm-jax` gives itself (`lstm_jax.host`). Each
+(workload, length) cell starts one worker process per implementation. After every worker
+has compiled and warmed up, rounds alternate between them (round r starts with the r-th
+implementation). Each round starts after a 0.3 s pause, so the threads of the worker
+before it, which spin a while after their last task, have gone quiet; it times `--steps`
+steps ending in a device sync.
 The table shows medians over rounds.
 
 FLOPs of one step are counted analytically (`step_flops`): an LSTM direction over inputs

@@ -81,7 +81,8 @@ def backends_started() -> bool:
 
 def tune_malloc() -> bool:
     """Make glibc malloc reuse large blocks instead of mapping them anew (see the module
-    docstring): mmap threshold and trim threshold at their maximum. Returns whether it was applied (False where the C library is not glibc)."""
+    docstring): mmap threshold and trim threshold at their maximum. Returns whether it was
+    applied (False where the C library is not glibc)."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:

@@ -47,7 +47,7 @@ from lstm_jax.tokenizer import SubwordTokenizer
 TOKENIZER_FILE = "tokenizer.json"
 HISTORY_FILE = "history.json"
 RESULTS_FILE = "results.json"
-LOG_EVERY = 20  # steps between progress-bar updates (the only host syncs in an epoch)
+LOG_EVERY = 20  # steps between progress-bar updates (on one device the only host syncs)
 DATA_AXIS = "data"  # the mesh axis the batch is split along
 
 
@@ -130,8 +130,7 @@ def train_step(
     the mean over the whole batch, and the dropout key is folded with the device's index so
     the slices draw different masks. The gradient of the loss *sum* is taken on each slice
     and divided by the row count after one sum over the axis: the step's only collective
-    comes after all its compute, so no device waits at a rendezvous while the other still
-    has its recurrence to run.
+    comes after all its compute (see `Trainer._settled` for why that matters on a CPU).
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
     if axis_name is not None:
