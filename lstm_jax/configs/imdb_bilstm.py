@@ -5,8 +5,8 @@ Command:
         --imdb-archive ../shared/data/aclImdb_labeled.tar.gz
 Result (2-core AMD EPYC VM, CPU, jax 0.10.2, data-parallel over 2 CPU devices, the
 default of `lstm-jax`): test accuracy 88.55%, test loss 0.285, best validation epoch 4 of
-5; 302 s in all (epochs of 43-46 s, the first 75 s with its compiles). On one device
-(`--cpu-devices 1`, dropout drawn over the whole batch) it reached 88.57%.
+5; 302 s in all (epochs of 43-46 s, the first 75 s with its compiles). Before the
+data-parallel step (one device) it reached 88.57%.
 """
 
 from lstm_jax.config import TrainConfig
