@@ -274,7 +274,7 @@ def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner
         state, sums = trainer.step_fn(state, batch)
         return state, sums["loss"] / sums["count"]
 
-    return JaxRunner(step, state, batch, state.params, settle=trainer.mesh.size > 1)
+    return JaxRunner(step, state, batch, state.params, settle=trainer.parallel)
 
 
 def _flax(workload: str, data: dict[str, np.ndarray]) -> Runner:

@@ -79,11 +79,15 @@ def backends_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
+def _on_glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def tune_malloc() -> bool:
     """Make glibc malloc reuse large blocks instead of mapping them anew (see the module
     docstring): mmap threshold and trim threshold at their maximum. Returns whether it was
     applied (False where the C library is not glibc)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _on_glibc():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -97,7 +101,7 @@ def huge_pages_pending() -> bool:
     """Whether this process could get transparent huge pages from malloc but does not yet:
     glibc on Linux, the kernel's THP mode `madvise`, and `glibc.malloc.hugetlb` not set in
     `$GLIBC_TUNABLES` (glibc reads it only when a process starts)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _on_glibc():
         return False
     if os.environ.get(ENV_HUGE_PAGES) == "0" or HUGE_PAGES in os.environ.get(_TUNABLES, ""):
         return False

@@ -253,7 +253,8 @@ class Trainer:
         self.mesh = data_mesh(config.batch_size, devices)
         self.replicated = NamedSharding(self.mesh, P())
         self.split = NamedSharding(self.mesh, P(DATA_AXIS))
-        axis = DATA_AXIS if self.mesh.size > 1 else None
+        self.parallel = self.mesh.size > 1
+        axis = DATA_AXIS if self.parallel else None
         self.step_fn = self._on_mesh(
             functools.partial(
                 train_step,
@@ -288,11 +289,11 @@ class Trainer:
         epoch with 2 devices on 2 cores). One step in flight costs the host's overlap of a
         few milliseconds per step.
         """
-        return jax.block_until_ready(out) if self.mesh.size > 1 else out
+        return jax.block_until_ready(out) if self.parallel else out
 
     def _on_mesh(self, step: Callable) -> Callable:
         """`step(replicated, batch)` under `shard_map` when the mesh has several devices."""
-        if self.mesh.size == 1:
+        if not self.parallel:
             return step
         return jax.shard_map(
             step,
