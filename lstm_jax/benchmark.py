@@ -19,6 +19,9 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
   lstm_jax-scan     ours through the generic masked `lax.scan` engine (`set_engine("scan")`).
   lstm_jax-remat    ours, engine "remat" (`--remat`): the generic scan, each step recomputed
                     in the backward pass (least activation memory, for long sequences).
+  lstm_jax-bf16     ours, fused engine with `matmul_dtype="bfloat16"`: bfloat16 inputs to
+                    the recurrent matmuls, float32 accumulation and state (the one entry
+                    whose step is not all float32).
   flax              `nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(H)), ...)` with `seq_lengths`.
   keras-jax         Keras 3 on JAX: the tutorial's `Sequential` (Embedding(mask_zero=True) ->
                     Bidirectional(LSTM) -> Dense(64, relu) -> Dense(1)); its step is
@@ -88,6 +91,7 @@ IMPLS = (
     "lstm_jax",
     "lstm_jax-1dev",
     "lstm_jax-scan",
+    "lstm_jax-bf16",
     "flax",
     "keras-jax",
     "keras-jax-nomask",
@@ -251,7 +255,9 @@ def _bce_step(logits_fn: Callable, optimizer: Any) -> Callable:
     return step
 
 
-def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner:
+def _lstm_jax(
+    workload: str, data: dict[str, np.ndarray], engine: str, matmul_dtype: str = "float32"
+) -> Runner:
     import jax
 
     from lstm_jax import recurrence, training
@@ -261,7 +267,11 @@ def _lstm_jax(workload: str, data: dict[str, np.ndarray], engine: str) -> Runner
     recurrence.set_engine(engine)
     batch_size = data["tokens"].shape[0]
     config = TrainConfig(
-        model=workload, batch_size=batch_size, learning_rate=LEARNING_RATE, clip_norm=0.0
+        model=workload,
+        batch_size=batch_size,
+        learning_rate=LEARNING_RATE,
+        clip_norm=0.0,
+        matmul_dtype=matmul_dtype,
     )
     trainer = training.Trainer(config)  # data-parallel over the devices `host` set up
     state = trainer.init_state()
@@ -471,6 +481,7 @@ BUILDERS: dict[str, Callable[[str, dict[str, np.ndarray]], Runner]] = {
     "lstm_jax": lambda w, d: _lstm_jax(w, d, "fused"),
     "lstm_jax-1dev": lambda w, d: _lstm_jax(w, d, "fused"),
     "lstm_jax-scan": lambda w, d: _lstm_jax(w, d, "scan"),
+    "lstm_jax-bf16": lambda w, d: _lstm_jax(w, d, "fused", matmul_dtype="bfloat16"),
     REMAT: lambda w, d: _lstm_jax(w, d, "remat"),
     "flax": _flax,
     "keras-jax": lambda w, d: _keras(w, d, mask=True),

@@ -9,6 +9,7 @@ import sys
 
 from lstm_jax import benchmark, configs, host
 from lstm_jax.cells import CELLS
+from lstm_jax.recurrence import MATMUL_DTYPES
 
 PAD_DEMO = 1000  # extra pad tokens in `predict --show-padding`
 
@@ -29,6 +30,7 @@ def _train(args: argparse.Namespace) -> int:
             "schedule": args.schedule,
             "normalize_text": args.normalize_text,
             "max_train_examples": args.max_train_examples,
+            "matmul_dtype": args.matmul_dtype,
         }.items()
         if v is not None
     }
@@ -168,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lower-case and drop <br /> before tokenizing",
     )
     p.add_argument("--max-train-examples", type=int, default=None, help="for quick runs")
+    p.add_argument(
+        "--matmul-dtype",
+        choices=MATMUL_DTYPES,
+        default=None,
+        help="bfloat16: bfloat16 inputs to the recurrent matmuls (float32 state)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lstm_jax.models import check_kind
+from lstm_jax.recurrence import MATMUL_DTYPES
 
 CONFIG_FILE = "config.json"
 SCHEDULES = ("constant", "cosine")
@@ -32,6 +33,8 @@ class TrainConfig:
       val_fraction: share of the training split held out for validation.
       max_len: keep only the first `max_len` subwords of each review (None: whole reviews).
       max_train_examples: use only this many training reviews (None: all), for quick runs.
+      matmul_dtype: "float32", or "bfloat16" for bfloat16 inputs to the recurrent
+        matmuls (float32 accumulation, gates and cell state; the fused engine only).
     """
 
     model: str = "bilstm"
@@ -47,9 +50,14 @@ class TrainConfig:
     val_fraction: float = 0.1
     max_len: int | None = None
     max_train_examples: int | None = None
+    matmul_dtype: str = "float32"
 
     def __post_init__(self):
         check_kind(self.model)
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(
+                f"matmul_dtype must be one of {MATMUL_DTYPES}, got {self.matmul_dtype!r}"
+            )
         for name in ("vocab_size", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

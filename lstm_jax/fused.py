@@ -74,12 +74,24 @@ def _gate_scale(hidden: int, dtype: Any) -> Array:
     return jnp.concatenate([ones, ones, 2.0 * ones, ones])[None]
 
 
-def _forward(params: tuple[Params, ...], xs: tuple[Array, ...], masks: tuple[Array, ...], unroll):
+def _matmul(a: Array, b: Array, operands: Any, out: Any) -> Array:
+    """`a @ b` on `operands`-typed inputs, accumulated and returned in `out`."""
+    return jnp.matmul(a.astype(operands), b.astype(operands), preferred_element_type=out)
+
+
+def _forward(
+    params: tuple[Params, ...],
+    xs: tuple[Array, ...],
+    masks: tuple[Array, ...],
+    unroll: int,
+    operands: Any,
+):
     """Scan all directions at once; returns outputs, final carries and the residuals.
 
-    Per direction and step the loop does one matmul `[x_t, h_{t-1}] [W; U]`, one fusion
-    for the four activated gates `act = (i, f, g, o)` and one each for the masked `h_t`
-    and `c_t`; it stores the gates `(i, f, g, o)`, `h_t` and `c_t` for the backward pass.
+    Per direction and step the loop does one matmul `[x_t, h_{t-1}] [W; U]` (its inputs
+    in `operands`, accumulated in the input dtype), one fusion for the four activated
+    gates `act = (i, f, g, o)` and one each for the masked `h_t` and `c_t`; it stores the
+    gates `(i, f, g, o)`, `h_t` and `c_t` for the backward pass.
     """
     batch = xs[0].shape[1]
     hidden = params[0]["recurrent_kernel"].shape[0]
@@ -88,15 +100,20 @@ def _forward(params: tuple[Params, ...], xs: tuple[Array, ...], masks: tuple[Arr
     zeros = jnp.zeros((batch, hidden), dtype)
     carry0 = tuple((zeros, zeros) for _ in params)
     stacked = tuple(
-        (jnp.concatenate([p["kernel"], p["recurrent_kernel"]], axis=0), p["bias"][None])
+        (
+            jnp.concatenate([p["kernel"], p["recurrent_kernel"]], axis=0).astype(operands),
+            p["bias"][None],
+        )
         for p in params
     )
+    xs = tuple(x_TBE.astype(operands) for x_TBE in xs)
 
     def body(carry, inputs):
         x_t, m_t = inputs
         new_carry, emitted = [], []
         for (wu, b), (h, c), x_BE, m_B in zip(stacked, carry, x_t, m_t, strict=True):
-            z = jnp.concatenate([x_BE, h], axis=-1) @ wu + b
+            xh = jnp.concatenate([x_BE, h.astype(operands)], axis=-1)
+            z = _matmul(xh, wu, operands, dtype) + b
             act = scale * jax.nn.sigmoid(scale * z) - (scale - 1.0)
             i, f, g, o = jnp.split(act, 4, axis=-1)
             c_new = f * c + i * g
@@ -120,27 +137,31 @@ def _shift(a_TBH: Array) -> Array:
     return jnp.concatenate([jnp.zeros_like(a_TBH[:1]), a_TBH[:-1]], axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _fused(params, xs, masks, unroll):
-    ys, carry, _ = _forward(params, xs, masks, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fused(params, xs, masks, unroll, operands):
+    ys, carry, _ = _forward(params, xs, masks, unroll, operands)
     return ys, carry
 
 
-def _fused_fwd(params, xs, masks, unroll):
-    ys, carry, residuals = _forward(params, xs, masks, unroll)
+def _fused_fwd(params, xs, masks, unroll, operands):
+    ys, carry, residuals = _forward(params, xs, masks, unroll, operands)
     return (ys, carry), (params, xs, masks, residuals)
 
 
-def _fused_bwd(unroll, saved, cotangents):
+def _fused_bwd(unroll, operands, saved, cotangents):
     """The reverse scan of the module docstring, then the large matmuls after it.
 
     Each step reads the four stored gate arrays whole. Slicing them out of one stored
     `[time, batch, 4H]` array instead made XLA on CPU compile the step's fusions without
     vectorisation: one direction's step at batch 32 took 34 us against 24 us now.
+    Every matmul takes `operands`-typed inputs and accumulates in the input dtype, as in
+    the forward pass. `dz` is stored in the input dtype and cast after the loop: a cast
+    inside the step's store compiled to a slow fusion (90 us a step).
     """
     params, xs, masks, residuals = saved
     dys, dcarry = cotangents
-    u_transposed = tuple(p["recurrent_kernel"].T for p in params)
+    dtype = dys[0].dtype
+    u_transposed = tuple(p["recurrent_kernel"].T.astype(operands) for p in params)
     c_prevs = tuple(_shift(c_TBH) for _, _, c_TBH in residuals)
     gates = tuple(gates_T for gates_T, _, _ in residuals)
 
@@ -163,7 +184,8 @@ def _fused_bwd(unroll, saved, cotangents):
                 ],
                 axis=-1,
             )
-            new_carry.append((dz @ u_t + jnp.where(m, 0.0, dh), dct * f + jnp.where(m, 0.0, dc)))
+            dh_prev = _matmul(dz, u_t, operands, dtype) + jnp.where(m, 0.0, dh)
+            new_carry.append((dh_prev, dct * f + jnp.where(m, 0.0, dc)))
             dzs.append(dz)
         return tuple(new_carry), tuple(dzs)
 
@@ -172,15 +194,17 @@ def _fused_bwd(unroll, saved, cotangents):
 
     dparams, dxs = [], []
     for p, x_TBE, (_, h_TBH, _), dz_TBG in zip(params, xs, residuals, dzs, strict=True):
-        dz_NG = _rows(dz_TBG)
+        dz_NG = _rows(dz_TBG).astype(operands)
+        x_NE, h_prev_NH = _rows(x_TBE.astype(operands)), _rows(_shift(h_TBH).astype(operands))
         dparams.append(
             {
-                "kernel": _rows_contracted(_rows(x_TBE), dz_NG),
-                "recurrent_kernel": _rows_contracted(_rows(_shift(h_TBH)), dz_NG),
-                "bias": jnp.sum(dz_NG, axis=0),
+                "kernel": _rows_contracted(x_NE, dz_NG, dtype),
+                "recurrent_kernel": _rows_contracted(h_prev_NH, dz_NG, dtype),
+                "bias": jnp.sum(_rows(dz_TBG), axis=0),
             }
         )
-        dxs.append((dz_NG @ p["kernel"].T).reshape(x_TBE.shape))
+        dx_NE = _matmul(dz_NG, p["kernel"].T, operands, x_TBE.dtype)
+        dxs.append(dx_NE.reshape(x_TBE.shape))
     return tuple(dparams), tuple(dxs), None
 
 
@@ -189,14 +213,14 @@ def _rows(a_TBK: Array) -> Array:
     return a_TBK.reshape(-1, a_TBK.shape[-1])
 
 
-def _rows_contracted(a_NK: Array, b_NG: Array) -> Array:
+def _rows_contracted(a_NK: Array, b_NG: Array, out: Any) -> Array:
     """`a^T b`, `<float>[K, G]`, summed over the N rows of both.
 
     Written as one 2-D `dot_general` on row-major matrices: a 3-D einsum over (time, batch)
     made XLA on CPU transpose both operands first, and the transposes cost more than the
     matmul (measured: the BiLSTM step 75 to 62 ms on two devices).
     """
-    return jax.lax.dot_general(a_NK, b_NG, (((0,), (0,)), ((), ())))
+    return jax.lax.dot_general(a_NK, b_NG, (((0,), (0,)), ((), ())), preferred_element_type=out)
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -209,32 +233,57 @@ def _lstm_params(params: Any) -> Params:
 # ----------------------------------------------------------------------------------
 # Public layers: time-major in, time-major out (recurrence does the batch-major faces).
 # ----------------------------------------------------------------------------------
+def _operands(xs_TBE: Array, matmul_dtype: Any) -> Any:
+    """The matmuls' input dtype: `matmul_dtype`, or the inputs' own when None."""
+    return jnp.dtype(xs_TBE.dtype if matmul_dtype is None else matmul_dtype)
+
+
 def lstm_layer_tm(
-    params: Params, xs_TBE: Array, mask_TB: Array, *, reverse: bool = False, unroll: int = 1
+    params: Params,
+    xs_TBE: Array,
+    mask_TB: Array,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    matmul_dtype: Any = None,
 ):
     """One LSTM direction over `<float>[time, batch, E]` with `<bool>[time, batch]` mask.
 
     Returns `(ys <float>[time, batch, H], (h, c))` as `recurrence.rnn` does for the "lstm"
     cell from a zero carry (`reverse=True`: from each sequence's last real step back).
+    `matmul_dtype` (e.g. `jnp.bfloat16`) casts the inputs of every matmul, forward and
+    backward; they still accumulate, and the gates and the cell state are computed, in
+    the dtype of `xs_TBE`. None keeps every matmul in that dtype.
     """
     if reverse:
         xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)
-    (ys_TBH,), (carry,) = _fused((_lstm_params(params),), (xs_TBE,), (mask_TB,), unroll)
+    operands = _operands(xs_TBE, matmul_dtype)
+    (ys_TBH,), (carry,) = _fused(
+        (_lstm_params(params),), (xs_TBE,), (mask_TB,), unroll, operands
+    )
     return (_flip(ys_TBH) if reverse else ys_TBH), carry
 
 
 def lstm_bidirectional_tm(
-    params_fwd: Params, params_bwd: Params, xs_TBE: Array, mask_TB: Array, *, unroll: int = 1
+    params_fwd: Params,
+    params_bwd: Params,
+    xs_TBE: Array,
+    mask_TB: Array,
+    *,
+    unroll: int = 1,
+    matmul_dtype: Any = None,
 ):
     """Both LSTM directions in one scan over `<float>[time, batch, E]`.
 
     Returns `(ys_fwd <float>[time, batch, H], ys_bwd <float>[time, batch, H],
-    (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it.
+    (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it; `matmul_dtype` as
+    in `lstm_layer_tm`.
     """
     (ys_f, ys_b), (carry_f, carry_b) = _fused(
         (_lstm_params(params_fwd), _lstm_params(params_bwd)),
         (xs_TBE, _flip(xs_TBE)),
         (mask_TB, _flip(mask_TB)),
         unroll,
+        _operands(xs_TBE, matmul_dtype),
     )
     return ys_f, _flip(ys_b), (carry_f, carry_b)

@@ -31,11 +31,13 @@ class Bidirectional(nn.Module):
     """A bidirectional recurrent layer: `(xs <float>[B, T, E], lengths <int32>[B])` to
     `<float>[B, T, 2H]` (`return_sequences`) or `<float>[B, 2H]` (forward output at the
     last real step, backward output at the first). Parameters `forward` and `backward`
-    are the cell's own pytrees (`lstm_jax.cells.init_*`)."""
+    are the cell's own pytrees (`lstm_jax.cells.init_*`). `matmul_dtype="bfloat16"`
+    gives the fused engine's matmuls bfloat16 inputs (`lstm_jax.recurrence.rnn`)."""
 
     hidden_size: int
     cell: str = "lstm"
     return_sequences: bool = False
+    matmul_dtype: str | None = None
 
     @nn.compact
     def __call__(self, xs_BTE: jax.Array, lengths_B: jax.Array) -> jax.Array:
@@ -46,7 +48,12 @@ class Bidirectional(nn.Module):
             for direction in ("forward", "backward")
         }
         return recurrence.stack(
-            spec, [params], xs_BTE, lengths_B, return_sequences=self.return_sequences
+            spec,
+            [params],
+            xs_BTE,
+            lengths_B,
+            return_sequences=self.return_sequences,
+            matmul_dtype=self.matmul_dtype,
         )
 
 
@@ -62,12 +69,15 @@ class SentimentClassifier(nn.Module):
     logits of a review do not depend on how much padding its batch carries.
     `dropout_rate` (0 in the tutorial) drops whole token embeddings and features of the
     recurrent output when `train=True` (needs a "dropout" rng); it adds no parameters.
+    `matmul_dtype` ("bfloat16": faster recurrent matmuls, see `Bidirectional`) changes no
+    parameter either: a checkpoint trained one way loads the other.
     """
 
     vocab_size: int
     kind: str = "bilstm"
     cell: str = "lstm"
     dropout_rate: float = 0.0
+    matmul_dtype: str | None = None
 
     @nn.compact
     def __call__(
@@ -84,7 +94,11 @@ class SentimentClassifier(nn.Module):
         for depth, width in enumerate(widths):
             last = depth == len(widths) - 1
             x = Bidirectional(
-                width, self.cell, return_sequences=not last, name=f"bidirectional_{depth}"
+                width,
+                self.cell,
+                return_sequences=not last,
+                matmul_dtype=self.matmul_dtype,
+                name=f"bidirectional_{depth}",
             )(x, lengths_B)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         dense = dict(kernel_init=nn.initializers.glorot_uniform())

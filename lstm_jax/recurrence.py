@@ -10,7 +10,9 @@ scan; `"scan"` runs every cell through the generic masked `lax.scan` (the refere
 `"remat"` is that scan with each step rematerialised (`jax.checkpoint`): the backward pass
 recomputes the gates from the stored carries, so activation memory drops to the carries,
 for long sequences. Other cells, or an explicit `initial_carry`, take the generic scan.
-Choose per call with `engine=` or for the process with `set_engine`.
+Choose per call with `engine=` or for the process with `set_engine`. The fused engine
+also takes `matmul_dtype="bfloat16"`: bfloat16 inputs to its matmuls, with float32
+accumulation, gates and cell state (`lstm_jax.fused`).
 
 Conventions of the public functions:
 - inputs are batch-major, `<float>[batch, time, features]`, lengths `<int32>[batch]`;
@@ -56,9 +58,39 @@ def _check_engine(engine: str | None) -> str:
     return engine
 
 
-def _use_fused(spec: CellSpec, engine: str | None, initial_carry: Any = None) -> bool:
-    """Whether the fused LSTM can run this layer: the LSTM cell, from a zero carry."""
-    return _check_engine(engine) == "fused" and spec.step is lstm_cell and initial_carry is None
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def check_matmul_dtype(matmul_dtype: str | None) -> str | None:
+    """`matmul_dtype` if it is None or one of `MATMUL_DTYPES`; a clear error otherwise."""
+    if matmul_dtype is not None and matmul_dtype not in MATMUL_DTYPES:
+        raise ValueError(
+            f"unknown matmul_dtype {matmul_dtype!r}; choose one of {list(MATMUL_DTYPES)}"
+        )
+    return matmul_dtype
+
+
+def _use_fused(
+    spec: CellSpec,
+    engine: str | None,
+    initial_carry: Any = None,
+    matmul_dtype: str | None = None,
+) -> bool:
+    """Whether the fused LSTM runs this layer: the LSTM cell, from a zero carry.
+
+    A `matmul_dtype` other than float32 exists only there, so asking for it elsewhere
+    is an error rather than a silent float32 run.
+    """
+    fused_ok = _check_engine(engine) == "fused" and spec.step is lstm_cell
+    fused_ok = fused_ok and initial_carry is None
+    if check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
+        raise ValueError(
+            f"matmul_dtype={matmul_dtype!r} needs the fused engine: the 'lstm' cell from a "
+            f"zero carry with engine='fused' (got cell {spec.name!r}, engine "
+            f"{_check_engine(engine)!r}, initial_carry given: {initial_carry is not None}); "
+            "use matmul_dtype=None for the others"
+        )
+    return fused_ok
 
 
 def time_major(x: Array) -> Array:
@@ -141,6 +173,7 @@ def rnn(
     initial_carry: Any = None,
     unroll: int = 1,
     engine: str | None = None,
+    matmul_dtype: str | None = None,
 ):
     """Run one direction of a recurrent layer over a right-padded batch.
 
@@ -153,6 +186,8 @@ def rnn(
       initial_carry: the carry to start from; zeros when None.
       unroll: `lax.scan`'s unroll factor.
       engine: one of `ENGINES`; None takes the process default (`set_engine`).
+      matmul_dtype: None or "float32", or "bfloat16" for bfloat16 matmul inputs (the
+        fused engine only).
 
     Returns:
       `(ys <float>[batch, time, H], final_carry)`; `ys` is zero on padded steps.
@@ -160,13 +195,14 @@ def rnn(
     spec = _as_spec(cell)
     check_inputs(xs_BTE, lengths_B)
     batch, time, _ = xs_BTE.shape
-    if _use_fused(spec, engine, initial_carry):
+    if _use_fused(spec, engine, initial_carry, matmul_dtype):
         ys_TBH, carry = fused.lstm_layer_tm(
             params,
             time_major(xs_BTE),
             step_mask(lengths_B, time),
             reverse=reverse,
             unroll=unroll,
+            matmul_dtype=matmul_dtype,
         )
         return time_major(ys_TBH), carry
     if initial_carry is None:
@@ -193,6 +229,7 @@ def bidirectional(
     *,
     unroll: int = 1,
     engine: str | None = None,
+    matmul_dtype: str | None = None,
 ):
     """A bidirectional layer: `params = {"forward": ..., "backward": ...}`.
 
@@ -200,9 +237,10 @@ def bidirectional(
     directions' outputs concatenated at each real step (zeros on padding). The forward
     carry is the state after each sequence's last real step, the backward carry the
     state after its first step, as Keras' `Bidirectional` with `mask_zero=True`.
+    `engine` and `matmul_dtype` as in `rnn`.
     """
     spec = _as_spec(cell)
-    if _use_fused(spec, engine):
+    if _use_fused(spec, engine, matmul_dtype=matmul_dtype):
         check_inputs(xs_BTE, lengths_B)
         ys_fwd, ys_bwd, carries = fused.lstm_bidirectional_tm(
             params["forward"],
@@ -210,6 +248,7 @@ def bidirectional(
             time_major(xs_BTE),
             step_mask(lengths_B, xs_BTE.shape[1]),
             unroll=unroll,
+            matmul_dtype=matmul_dtype,
         )
         return time_major(jnp.concatenate([ys_fwd, ys_bwd], axis=-1)), carries
     kwargs = dict(unroll=unroll, engine=engine)
@@ -232,21 +271,24 @@ def stack(
     is_bidirectional: bool = True,
     return_sequences: bool = False,
     engine: str | None = None,
+    matmul_dtype: str | None = None,
 ):
     """Stacked recurrent layers with Keras' `return_sequences` semantics.
 
     Every layer but the last returns its full sequence to the next; the last returns its
     sequence when `return_sequences`, otherwise its final output (`<float>[batch, D*H]`,
     D = 2 when bidirectional: forward at the last real step, backward at the first).
+    `engine` and `matmul_dtype` as in `rnn`.
     """
     if not layers:
         raise ValueError("stack needs at least one layer's parameters")
     ys, carry = xs_BTE, None
+    options = dict(engine=engine, matmul_dtype=matmul_dtype)
     for params in layers:
         if is_bidirectional:
-            ys, carry = bidirectional(cell, params, ys, lengths_B, engine=engine)
+            ys, carry = bidirectional(cell, params, ys, lengths_B, **options)
         else:
-            ys, carry = rnn(cell, params, ys, lengths_B, engine=engine)
+            ys, carry = rnn(cell, params, ys, lengths_B, **options)
     if return_sequences:
         return ys
     if is_bidirectional:

@@ -86,7 +86,12 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
 
 
 def make_model(config: TrainConfig) -> SentimentClassifier:
-    return SentimentClassifier(config.vocab_size, config.model, dropout_rate=config.dropout)
+    return SentimentClassifier(
+        config.vocab_size,
+        config.model,
+        dropout_rate=config.dropout,
+        matmul_dtype=config.matmul_dtype,
+    )
 
 
 def init_state(config: TrainConfig, optimizer: optax.GradientTransformation) -> TrainState:

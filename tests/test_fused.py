@@ -137,3 +137,41 @@ def test_engine_switch_and_unknown_engine():
     params, xs = _inputs()
     with pytest.raises(ValueError, match="unknown engine"):
         recurrence.bidirectional("lstm", params, xs, LENGTHS, engine="cudnn")
+
+
+@pytest.mark.parametrize("layer", ["bidirectional", "rnn"])
+def test_bfloat16_matmuls_stay_close_to_float32(layer):
+    """bfloat16 matmul inputs round the outputs and gradients by about 2^-8 relative,
+    and no more: the state and the accumulation stay float32."""
+    params, xs = _inputs()
+
+    def run(matmul_dtype):
+        if layer == "bidirectional":
+            return lambda p, x: recurrence.bidirectional(
+                "lstm", p, x, LENGTHS, matmul_dtype=matmul_dtype
+            )
+
+        def two(p, x):
+            kw = dict(matmul_dtype=matmul_dtype)
+            ys_f, carry_f = recurrence.rnn("lstm", p["forward"], x, LENGTHS, **kw)
+            ys_b, carry_b = recurrence.rnn("lstm", p["backward"], x, LENGTHS, reverse=True, **kw)
+            return jnp.concatenate([ys_f, ys_b], axis=-1), (carry_f, carry_b)
+
+        return two
+
+    for fn in (lambda f: f, lambda f: jax.grad(_loss(f), argnums=(0, 1))):
+        low = jax.tree.leaves(jax.jit(fn(run("bfloat16")))(params, xs))
+        ref = jax.tree.leaves(jax.jit(fn(run(None)))(params, xs))
+        diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(low, ref, strict=True))
+        scale = max(float(jnp.max(jnp.abs(b))) for b in ref)
+        assert 0.0 < diff < 2e-2 * scale  # rounded (so bfloat16 ran), but only slightly
+
+
+def test_bfloat16_matmuls_need_the_fused_engine():
+    params, xs = _inputs()
+    with pytest.raises(ValueError, match="needs the fused engine"):
+        recurrence.bidirectional(
+            "lstm", params, xs, LENGTHS, engine="scan", matmul_dtype="bfloat16"
+        )
+    with pytest.raises(ValueError, match="unknown matmul_dtype"):
+        recurrence.bidirectional("lstm", params, xs, LENGTHS, matmul_dtype="float16")

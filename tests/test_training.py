@@ -239,6 +239,18 @@ def test_cosine_schedule_decays_to_zero():
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown config keys"):
         CONFIG.replace(learning_rat=0.1)
+    with pytest.raises(ValueError, match="matmul_dtype must be one of"):
+        CONFIG.replace(matmul_dtype="float16")
+
+
+def test_bfloat16_matmuls_change_the_logits_slightly_and_no_parameter():
+    config = CONFIG.replace(matmul_dtype="bfloat16")
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 50, (3, 12)), jnp.int32)
+    lengths = jnp.array([12, 7, 1], jnp.int32)
+    params = training.make_model(CONFIG).init(jax.random.key(0), tokens, lengths)
+    low = training.make_model(config).apply(params, tokens, lengths)
+    ref = training.make_model(CONFIG).apply(params, tokens, lengths)
+    assert 0.0 < float(jnp.max(jnp.abs(low - ref))) < 1e-2 * float(jnp.max(jnp.abs(ref))) + 1e-4
 
 
 def test_max_train_examples_takes_a_sample_of_both_classes(tiny_imdb, tmp_path):
