@@ -258,9 +258,7 @@ def lstm_layer_tm(
     if reverse:
         xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)
     operands = _operands(xs_TBE, matmul_dtype)
-    (ys_TBH,), (carry,) = _fused(
-        (_lstm_params(params),), (xs_TBE,), (mask_TB,), unroll, operands
-    )
+    (ys_TBH,), (carry,) = _fused((_lstm_params(params),), (xs_TBE,), (mask_TB,), unroll, operands)
     return (_flip(ys_TBH) if reverse else ys_TBH), carry
 
 
