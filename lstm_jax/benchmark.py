@@ -30,6 +30,8 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
                     of its logs every call, so it can only be slower).
   keras-jax-nomask  the same without `mask_zero`: the path where Keras may use cuDNN on a
                     GPU; it ignores padding, so it is right only for full-length batches.
+  keras-tf          the same model in Keras 3 on TensorFlow (`KERAS_BACKEND=tensorflow`),
+                    trained by `compile` + `train_on_batch`; needs the `bench-tf` extra.
   torch             `nn.LSTM(bidirectional=True, batch_first=True)` on packed sequences
                     (`pack_padded_sequence`: the padding-correct model), `torch.optim.Adam`.
   torch-nopack      the same on plain padded tensors (right only for full-length batches).
@@ -95,6 +97,7 @@ IMPLS = (
     "flax",
     "keras-jax",
     "keras-jax-nomask",
+    "keras-tf",
     "torch",
     "torch-nopack",
     "jax-cudnn",
@@ -321,30 +324,33 @@ def _flax(workload: str, data: dict[str, np.ndarray]) -> Runner:
     return JaxRunner(step, (params, optimizer.init(params)), data, params)
 
 
-def _keras(workload: str, data: dict[str, np.ndarray], *, mask: bool) -> Runner:
-    os.environ.setdefault("KERAS_BACKEND", "jax")
+def _keras_model(backend: str, workload: str, length: int, *, mask: bool) -> Any:
+    """The tutorial's `Sequential` in Keras 3 on `backend` (the worker's `KERAS_BACKEND`)."""
     try:
         import keras
     except ImportError as e:
-        raise Skip(f"keras not installed ({e})") from e
-    if keras.backend.backend() != "jax":
-        raise Skip(f"keras runs on {keras.backend.backend()!r}, not jax (set KERAS_BACKEND)")
-    import jax
-    import optax
-
-    widths = WIDTHS[workload]
-    length = data["tokens"].shape[1]
+        raise Skip(f"keras not installed ({e}); pip install -e '.[bench]'") from e
+    if keras.backend.backend() != backend:
+        raise Skip(f"keras runs on {keras.backend.backend()!r}, not {backend!r} (KERAS_BACKEND)")
     layers: list[Any] = [
         keras.Input((length,), dtype="int32"),
         keras.layers.Embedding(VOCAB_SIZE, EMBED_DIM, mask_zero=mask),
     ]
+    widths = WIDTHS[workload]
     for depth, width in enumerate(widths):
         last = depth == len(widths) - 1
         layers.append(
             keras.layers.Bidirectional(keras.layers.LSTM(width, return_sequences=not last))
         )
     layers += [keras.layers.Dense(DENSE_DIM, activation="relu"), keras.layers.Dense(1)]
-    model = keras.Sequential(layers)
+    return keras.Sequential(layers)
+
+
+def _keras(workload: str, data: dict[str, np.ndarray], *, mask: bool) -> Runner:
+    model = _keras_model("jax", workload, data["tokens"].shape[1], mask=mask)
+    import jax
+    import optax
+
     optimizer = optax.adam(LEARNING_RATE)
 
     def step(state, batch):
@@ -363,6 +369,39 @@ def _keras(workload: str, data: dict[str, np.ndarray], *, mask: bool) -> Runner:
     non_trainable = [v.value for v in model.non_trainable_variables]
     state = (trainable, non_trainable, optimizer.init(trainable))
     return JaxRunner(step, state, data, trainable)
+
+
+class KerasTFRunner(Runner):
+    """Keras 3 on TensorFlow: the tutorial's model, `compile(Adam, binary cross-entropy from
+    logits)` and `train_on_batch`, which runs the same compiled train function as
+    `model.fit` (Keras' defaults, `jit_compile="auto"`). Each call returns the loss to the
+    host, so every step ends synchronised."""
+
+    def __init__(self, workload: str, data: dict[str, np.ndarray]):
+        try:
+            import tensorflow  # noqa: F401  (Keras' backend; a clear skip where it is missing)
+        except ImportError as e:
+            raise Skip(f"tensorflow not installed ({e}); pip install -e '.[bench-tf]'") from e
+        import keras
+
+        self.model = _keras_model("tensorflow", workload, data["tokens"].shape[1], mask=True)
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(LEARNING_RATE),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+        self.tokens = data["tokens"]
+        self.labels = data["labels"].astype(np.float32)
+        self.params = int(self.model.count_params())
+        self._loss = None
+
+    def step(self) -> None:
+        self._loss = self.model.train_on_batch(self.tokens, self.labels)
+
+    def sync(self) -> None:
+        pass  # train_on_batch has already brought the loss to the host
+
+    def loss(self) -> float:
+        return float(np.asarray(self._loss).reshape(-1)[0])
 
 
 def _jax_cudnn(workload: str, data: dict[str, np.ndarray]) -> Runner:
@@ -486,6 +525,7 @@ BUILDERS: dict[str, Callable[[str, dict[str, np.ndarray]], Runner]] = {
     "flax": _flax,
     "keras-jax": lambda w, d: _keras(w, d, mask=True),
     "keras-jax-nomask": lambda w, d: _keras(w, d, mask=False),
+    "keras-tf": KerasTFRunner,
     "torch": lambda w, d: TorchRunner(w, d, pack=True),
     "torch-nopack": lambda w, d: TorchRunner(w, d, pack=False),
     "jax-cudnn": _jax_cudnn,
@@ -725,10 +765,14 @@ def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     if env.get(host.ENV_HUGE_PAGES) != "0":  # every implementation: malloc on huge pages
         env = host.environment_with_huge_pages(env)
-    env["KERAS_BACKEND"] = "jax"
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several processes share a GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
+
+
+def _keras_backend(env: dict[str, str], impl: str) -> dict[str, str]:
+    """`env` with the Keras backend `impl` needs (Keras reads it once, at import)."""
+    return {**env, "KERAS_BACKEND": "tensorflow" if impl == "keras-tf" else "jax"}
 
 
 def _run_cell(
@@ -741,7 +785,9 @@ def _run_cell(
         for impl in impls
     }
     args = ["cell", "--workload", workload, "--batch", str(options.batch), "--length", str(length)]
-    workers = {impl: Worker([*args, "--impl", impl], env) for impl in impls}  # start in parallel
+    workers = {  # start in parallel
+        impl: Worker([*args, "--impl", impl], _keras_backend(env, impl)) for impl in impls
+    }
     alive: dict[str, Worker] = {}
 
     def fail(impl: str, error: Exception) -> None:
