@@ -218,7 +218,8 @@ def _rows_contracted(a_NK: Array, b_NG: Array, out: Any) -> Array:
 
     Written as one 2-D `dot_general` on row-major matrices: a 3-D einsum over (time, batch)
     made XLA on CPU transpose both operands first, and the transposes cost more than the
-    matmul (measured: the BiLSTM step 75 to 62 ms on two devices).
+    matmul (measured: a BiLSTM layer's gradient, batch 64 on two CPU devices, T=256, 69 to
+    62 ms).
     """
     return jax.lax.dot_general(a_NK, b_NG, (((0,), (0,)), ((), ())), preferred_element_type=out)
 

@@ -61,7 +61,7 @@ def _check_engine(engine: str | None) -> str:
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
-def check_matmul_dtype(matmul_dtype: str | None) -> str | None:
+def _check_matmul_dtype(matmul_dtype: str | None) -> str | None:
     """`matmul_dtype` if it is None or one of `MATMUL_DTYPES`; a clear error otherwise."""
     if matmul_dtype is not None and matmul_dtype not in MATMUL_DTYPES:
         raise ValueError(
@@ -83,7 +83,7 @@ def _use_fused(
     """
     fused_ok = _check_engine(engine) == "fused" and spec.step is lstm_cell
     fused_ok = fused_ok and initial_carry is None
-    if check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
+    if _check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
         raise ValueError(
             f"matmul_dtype={matmul_dtype!r} needs the fused engine: the 'lstm' cell from a "
             f"zero carry with engine='fused' (got cell {spec.name!r}, engine "

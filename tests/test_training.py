@@ -206,6 +206,17 @@ def test_cli_evaluate_and_predict(finished_run, tiny_imdb, capsys):
     assert "without padding" in out and ("positive" in out or "negative" in out)
 
 
+def test_cli_train_passes_the_matmul_dtype_to_the_config(tmp_path, monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(training, "fit", lambda config, *a, **k: seen.update(c=config) or {})
+    argv = ["train", "--workdir", str(tmp_path), "--quiet", "--matmul-dtype", "bfloat16"]
+    assert main(argv) == 0
+    assert seen["c"].matmul_dtype == "bfloat16"
+    with pytest.raises(SystemExit):  # argparse: not a choice
+        main([*argv[:-1], "float16"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_archive_clearly(tmp_path, capsys):
     code = main(
         [
