@@ -259,6 +259,8 @@ def test_bfloat16_matmuls_change_the_logits_slightly_and_no_parameter():
     tokens = jnp.asarray(np.random.default_rng(0).integers(1, 50, (3, 12)), jnp.int32)
     lengths = jnp.array([12, 7, 1], jnp.int32)
     params = training.make_model(CONFIG).init(jax.random.key(0), tokens, lengths)
+    own = training.make_model(config).init(jax.random.key(0), tokens, lengths)
+    assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, params)
     low = training.make_model(config).apply(params, tokens, lengths)
     ref = training.make_model(CONFIG).apply(params, tokens, lengths)
     assert 0.0 < float(jnp.max(jnp.abs(low - ref))) < 1e-2 * float(jnp.max(jnp.abs(ref))) + 1e-4
