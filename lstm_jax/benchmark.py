@@ -1150,7 +1150,7 @@ def _worker_main(argv: Sequence[str]) -> None:
 
     host.tune_malloc()  # every implementation, before any allocation of note
     if args.role == "imdb" or (args.role == "cell" and args.impl.startswith(OURS)):
-        host.configure(1 if args.impl == "lstm_jax-1dev" else None)
+        host.configure(1 if args.impl == "lstm_jax-1dev" else None, malloc=False)  # tuned above
     if args.role == "cell":
         _serve_cell(args.impl, args.workload, args.batch, args.length, args.seed)
     elif args.role == "peak":
