@@ -763,8 +763,8 @@ def _worker_env() -> dict[str, str]:
     from lstm_jax import host
 
     env = dict(os.environ)
-    if env.get(host.ENV_HUGE_PAGES) != "0":  # every implementation: malloc on huge pages
-        env = host.environment_with_huge_pages(env)
+    if env.get(host.ENV_TUNABLES) != "0":  # every implementation: `lstm-jax train`'s malloc
+        env = host.tuned_environment(env)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several processes share a GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env

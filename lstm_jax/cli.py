@@ -231,10 +231,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `lstm-jax` console command: relaunched once with malloc on huge pages where
-    that needs a fresh process (`lstm_jax.host`), then `main()`."""
-    host.relaunch_with_huge_pages("lstm_jax.cli", sys.argv[1:])
-    sys.exit(main())
+    """The `lstm-jax` console command: relaunched once with glibc's malloc tunables where
+    that needs a fresh process (`lstm_jax.host`; one malloc arena for `train`), then
+    `main()`. Usage errors and `--help` end here, before any relaunch."""
+    argv = sys.argv[1:]
+    command = build_parser().parse_args(argv).command
+    host.relaunch_tuned("lstm_jax.cli", argv, arena=command == "train")
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

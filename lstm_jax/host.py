@@ -15,22 +15,29 @@ README has the benchmark's numbers and command):
   one CPU device per core, `training.Trainer` gives each device a slice of the batch
   (`shard_map`), so every core runs its own recurrence.
 - *Malloc.* XLA allocates each step's temporaries as one block (111 MB on one device, 54 MB
-  per device on two). glibc serves a block that large with a fresh `mmap` and gives it back
-  with `munmap`, so every step page-faults its temporary memory again (26,000 faults a
-  step here). Raising malloc's mmap threshold and never trimming lets a step reuse the
-  pages of the last, where the block fits a malloc arena (up to 64 MB for the arenas of
-  XLA's threads: the per-device blocks of the data-parallel step do, the single-device
-  block does not). Limiting malloc to one arena would cover that case too, but slows the
-  tokenizer (data preparation 18 s to 54-77 s), so it is not done. The
-  cost: the process keeps its peak heap until it exits. Only glibc (Linux) is tuned;
-  elsewhere this is a no-op.
+  per device on two, 78 MB per device for the stacked model). glibc serves a block that
+  large with a fresh `mmap` and gives it back with `munmap`, so every step page-faults its
+  temporary memory again (26,000 faults a step here). Raising malloc's mmap threshold and
+  never trimming (`tune_malloc`) lets a step reuse the pages of the last, but only where
+  the block fits a malloc arena: the arenas of XLA's threads grow to 64 MB at most, and a
+  larger block is mapped anew whatever the threshold. With one arena for the whole
+  process (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`) every block comes from the main
+  arena, which has no such limit: the stacked model's step went from about 850 faults to
+  under 10, and one IMDB epoch from 45.3-50.9 s to 38.4-41.6 s (two runs each). The cost:
+  threads that allocate in parallel queue on that one arena, the tokenizer's most (data
+  preparation 25 s to 71 s), so `training.prepare_data` runs in a child process with the
+  default arenas when this process has one (`one_arena`). The process also keeps its peak
+  heap until it exits. Only glibc (Linux) is tuned; elsewhere this is a no-op.
 - *Huge pages.* Where a step's temporaries are mapped anew, each 4 KiB page faults on its
   first touch; with malloc asking the kernel for transparent huge pages (2 MiB) the faults
-  drop 512-fold. glibc does that with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, which it
-  reads only when a process starts, so the `lstm-jax` command relaunches itself once with
-  it (`relaunch_with_huge_pages`) when the kernel's THP mode is `madvise`; in a script,
-  set it in the environment that starts Python. Measured: one device 134 to 105 ms, the
-  stacked model on two devices 173 to 120 ms.
+  drop 512-fold (`glibc.malloc.hugetlb=1`, which matters when the kernel's THP mode is
+  `madvise`). Measured: one device 134 to 105 ms, the stacked model on two devices 173 to
+  120 ms.
+- glibc reads `GLIBC_TUNABLES` only when a process starts, so the `lstm-jax` command
+  relaunches itself once with both (`relaunch_tuned`; one arena only for `train`, the
+  command whose steps need it); `$LSTM_JAX_TUNABLES=0` opts out. In a script, set
+  `GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1` in the environment that
+  starts Python (`tuned_environment()` gives it).
 
 The device count changes nothing on a GPU or TPU backend, where `jax.devices()` lists the
 accelerators; the malloc setting still spares the host side its page faults.
@@ -43,6 +50,7 @@ import os
 import platform
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax
@@ -52,8 +60,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _NEVER = 2**31 - 1  # the largest value mallopt takes: no trimming, no mmap below 2 GiB
 ENV_DEVICES = "LSTM_JAX_CPU_DEVICES"  # the default device count, also for child processes
-ENV_HUGE_PAGES = "LSTM_JAX_HUGE_PAGES"  # "0": never relaunch for huge pages
+ENV_TUNABLES = "LSTM_JAX_TUNABLES"  # "0": set no glibc tunables (no relaunch, none for children)
 HUGE_PAGES = "glibc.malloc.hugetlb"
+ARENA_MAX = "glibc.malloc.arena_max"
 _TUNABLES = "GLIBC_TUNABLES"
 
 
@@ -97,14 +106,20 @@ def tune_malloc() -> bool:
     return all(mallopt(option, value) == 1 for option, value in settings)
 
 
-def huge_pages_pending() -> bool:
-    """Whether this process could get transparent huge pages from malloc but does not yet:
-    glibc on Linux, the kernel's THP mode `madvise`, and `glibc.malloc.hugetlb` not set in
-    `$GLIBC_TUNABLES` (glibc reads it only when a process starts)."""
-    if not _on_glibc():
-        return False
-    if os.environ.get(ENV_HUGE_PAGES) == "0" or HUGE_PAGES in os.environ.get(_TUNABLES, ""):
-        return False
+def _tunables(env: Mapping[str, str]) -> dict[str, str]:
+    """`$GLIBC_TUNABLES` of `env` as {name: value} (`name=value` items joined by `:`)."""
+    items = (item.partition("=") for item in env.get(_TUNABLES, "").split(":") if item)
+    return {name: value for name, _, value in items}
+
+
+def one_arena(env: Mapping[str, str] | None = None) -> bool:
+    """Whether `env` (default: this process's) limits glibc malloc to one arena."""
+    return _tunables(os.environ if env is None else env).get(ARENA_MAX) == "1"
+
+
+def _thp_on_request() -> bool:
+    """Whether the kernel gives transparent huge pages to memory that asks (THP mode
+    `madvise`); in mode `always` it gives them anyway, in `never` not at all."""
     try:
         mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
     except OSError:
@@ -112,24 +127,52 @@ def huge_pages_pending() -> bool:
     return "[madvise]" in mode
 
 
-def environment_with_huge_pages(env: dict[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: this process's) with `glibc.malloc.hugetlb=1` added to
-    `$GLIBC_TUNABLES`, for a child process (see the module docstring)."""
+def tuned_environment(
+    env: Mapping[str, str] | None = None, *, arena: bool = True
+) -> dict[str, str]:
+    """`env` (default: this process's) for a child process, with `glibc.malloc.hugetlb=1`
+    in `$GLIBC_TUNABLES` where the kernel's THP mode makes it count, and with
+    `glibc.malloc.arena_max=1` if `arena` (see the module docstring). Tunables `env`
+    already sets are kept as they are."""
     env = dict(os.environ if env is None else env)
-    tunables = env.get(_TUNABLES, "")
-    if HUGE_PAGES not in tunables:
-        env[_TUNABLES] = f"{tunables}:{HUGE_PAGES}=1" if tunables else f"{HUGE_PAGES}=1"
+    tunables = _tunables(env)
+    if _thp_on_request():
+        tunables.setdefault(HUGE_PAGES, "1")
+    if arena:
+        tunables.setdefault(ARENA_MAX, "1")
+    if tunables:
+        env[_TUNABLES] = ":".join(f"{name}={value}" for name, value in tunables.items())
     return env
 
 
-def relaunch_with_huge_pages(module: str, argv: list[str]) -> None:
-    """Replace this process by `python -m module argv...` with huge pages for malloc, when
-    `huge_pages_pending()`; otherwise return. `$LSTM_JAX_HUGE_PAGES=0` opts out."""
-    if huge_pages_pending():
+def default_arenas(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) without a one-arena limit: for a child process
+    whose threads allocate in parallel (`training.prepare_data`)."""
+    env = dict(os.environ if env is None else env)
+    tunables = _tunables(env)
+    if tunables.pop(ARENA_MAX, None) is not None:
+        env[_TUNABLES] = ":".join(f"{name}={value}" for name, value in tunables.items())
+        if not tunables:
+            del env[_TUNABLES]
+    return env
+
+
+def relaunch_pending(*, arena: bool) -> bool:
+    """Whether this process lacks the glibc tunables `tuned_environment(arena=arena)` adds,
+    on glibc (Linux) and without the `$LSTM_JAX_TUNABLES=0` opt-out."""
+    if not _on_glibc() or os.environ.get(ENV_TUNABLES) == "0":
+        return False
+    return tuned_environment(arena=arena).get(_TUNABLES) != os.environ.get(_TUNABLES)
+
+
+def relaunch_tuned(module: str, argv: list[str], *, arena: bool) -> None:
+    """Replace this process by `python -m module argv...` with the malloc tunables of
+    `tuned_environment(arena=arena)`, when `relaunch_pending`; otherwise return."""
+    if relaunch_pending(arena=arena):
         os.execve(
             sys.executable,
             [sys.executable, "-m", module, *argv],
-            environment_with_huge_pages(),
+            tuned_environment(arena=arena),
         )
 
 

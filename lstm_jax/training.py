@@ -21,8 +21,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import pickle
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -40,6 +44,7 @@ from tqdm.auto import tqdm
 
 from lstm_jax import config as config_lib
 from lstm_jax import data as data_lib
+from lstm_jax import host
 from lstm_jax.config import TrainConfig
 from lstm_jax.models import SentimentClassifier
 from lstm_jax.tokenizer import SubwordTokenizer
@@ -194,7 +199,52 @@ class RunData(NamedTuple):
 
 def prepare_data(config: TrainConfig, workdir: Path, archive: str | None = None) -> RunData:
     """Load IMDB, hold out the validation slice, learn (or reload) the vocabulary from the
-    training texts and encode the three splits."""
+    training texts and encode the three splits.
+
+    Where this process runs glibc malloc with one arena (`lstm_jax.host.one_arena`, as
+    `lstm-jax train` does), the tokenizer's threads would queue on it (25 s became 71 s),
+    so the work runs in a child process with the default arenas instead."""
+    if host.one_arena():
+        return _prepare_in_child(config, Path(workdir), archive)
+    return _prepare_here(config, Path(workdir), archive)
+
+
+_CHILD = "import sys; from lstm_jax import training; training._prepare_child(sys.argv[1])"
+
+
+def _prepare_in_child(config: TrainConfig, workdir: Path, archive: str | None) -> RunData:
+    with tempfile.TemporaryDirectory() as tmp:
+        exchange = Path(tmp) / "data.pickle"  # the arguments in, the outcome out
+        exchange.write_bytes(pickle.dumps((config, workdir, archive)))
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(exchange)], env=host.default_arenas()
+        )
+        if child.returncode != 0:
+            raise RuntimeError(
+                f"data preparation failed in its child process (exit code {child.returncode}); "
+                "its error is printed above"
+            )
+        failed, value = pickle.loads(exchange.read_bytes())
+    if failed:
+        raise value
+    return value
+
+
+def _prepare_child(exchange: str) -> None:
+    """`prepare_data`'s child process: run it here and pickle back the data or the error."""
+    path = Path(exchange)
+    config, workdir, archive = pickle.loads(path.read_bytes())
+    try:
+        outcome = pickle.dumps((False, _prepare_here(config, workdir, archive)))
+    except Exception as error:  # the parent raises it as if prepared there
+        try:
+            outcome = pickle.dumps((True, error))
+        except Exception:  # an error that does not pickle: its type and message
+            outcome = pickle.dumps((True, RuntimeError(f"{type(error).__name__}: {error}")))
+    path.write_bytes(outcome)
+
+
+def _prepare_here(config: TrainConfig, workdir: Path, archive: str | None) -> RunData:
     splits = data_lib.load_imdb(archive)
     train, val = data_lib.split_validation(splits["train"], config.val_fraction, config.seed)
     if config.max_train_examples is not None:  # a seeded sample: the split is sorted by label

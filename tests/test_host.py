@@ -43,17 +43,43 @@ def test_device_count_from_the_environment_is_checked(monkeypatch):
     assert host.configure(malloc=False) == 2
 
 
-def test_environment_with_huge_pages_adds_the_glibc_tunable_once():
-    env = host.environment_with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"})
-    assert env["GLIBC_TUNABLES"] == "glibc.malloc.trim_threshold=1:glibc.malloc.hugetlb=1"
-    assert host.environment_with_huge_pages(env) == env
-    assert host.environment_with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+@pytest.fixture
+def thp_madvise(monkeypatch):
+    monkeypatch.setattr(host, "_thp_on_request", lambda: True)
 
 
-def test_no_relaunch_when_opted_out_or_already_on_huge_pages(monkeypatch):
-    monkeypatch.setenv(host.ENV_HUGE_PAGES, "0")
-    assert not host.huge_pages_pending()
-    host.relaunch_with_huge_pages("lstm_jax.cli", ["--help"])  # returns: nothing to do
-    monkeypatch.delenv(host.ENV_HUGE_PAGES)
+def test_tuned_environment_adds_each_glibc_tunable_once_and_keeps_the_others(thp_madvise):
+    env = host.tuned_environment({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"})
+    assert env["GLIBC_TUNABLES"] == (
+        "glibc.malloc.trim_threshold=1:glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1"
+    )
+    assert host.tuned_environment(env) == env
+    assert host.one_arena(env)
+    lean = host.tuned_environment({"PATH": "/bin"}, arena=False)
+    assert lean == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    assert not host.one_arena(lean)
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}  # a user's own limit stays
+    assert host.tuned_environment(mine)["GLIBC_TUNABLES"].startswith("glibc.malloc.arena_max=4:")
+
+
+def test_huge_pages_only_where_the_kernel_gives_them_on_request(monkeypatch):
+    monkeypatch.setattr(host, "_thp_on_request", lambda: False)
+    assert host.tuned_environment({}, arena=False) == {}
+    assert host.tuned_environment({})["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=1"
+
+
+def test_default_arenas_takes_out_only_the_one_arena_limit():
+    env = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1", "A": "b"}
+    assert host.default_arenas(env) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "A": "b"}
+    assert host.default_arenas({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}) == {}
+    assert host.default_arenas({"A": "b"}) == {"A": "b"}
+
+
+def test_no_relaunch_when_opted_out_or_already_tuned(monkeypatch, thp_madvise):
+    monkeypatch.setenv(host.ENV_TUNABLES, "0")
+    assert not host.relaunch_pending(arena=True)
+    host.relaunch_tuned("lstm_jax.cli", ["--help"], arena=True)  # returns: nothing to do
+    monkeypatch.delenv(host.ENV_TUNABLES)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-    assert not host.huge_pages_pending()
+    assert not host.relaunch_pending(arena=False)
+    assert host.relaunch_pending(arena=True) == (platform.libc_ver()[0] == "glibc")

@@ -274,6 +274,29 @@ def test_max_train_examples_takes_a_sample_of_both_classes(tiny_imdb, tmp_path):
     assert 0 < run.train.labels.sum() < 20
 
 
+def test_one_malloc_arena_prepares_the_same_data_in_a_child_process(
+    tiny_imdb, tmp_path, monkeypatch
+):
+    here = training.prepare_data(CONFIG, tmp_path / "here", archive=str(tiny_imdb))
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")
+    spawned = []
+    real_run = training.subprocess.run
+    monkeypatch.setattr(
+        training.subprocess, "run", lambda *a, **k: spawned.append(k["env"]) or real_run(*a, **k)
+    )
+    child = training.prepare_data(CONFIG, tmp_path / "child", archive=str(tiny_imdb))
+    assert len(spawned) == 1 and "GLIBC_TUNABLES" not in spawned[0]
+    assert (tmp_path / "child" / training.TOKENIZER_FILE).is_file()
+    assert child.tokenizer.encode("a great film").tolist() == (
+        here.tokenizer.encode("a great film").tolist()
+    )
+    for mine, theirs in zip(child[1:], here[1:], strict=True):
+        assert np.array_equal(mine.labels, theirs.labels)
+        assert all(map(np.array_equal, mine.tokens, theirs.tokens))
+    with pytest.raises(data_lib.DataError, match="missing"):  # the child's error, raised here
+        training.prepare_data(CONFIG, tmp_path / "bad", archive=str(tmp_path / "missing"))
+
+
 def test_a_start_that_fails_on_its_data_can_simply_be_retried(tiny_imdb, tmp_path):
     with pytest.raises(data_lib.DataError):
         training.fit(CONFIG, tmp_path, archive=str(tmp_path / "missing"), progress=False)
