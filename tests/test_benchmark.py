@@ -59,3 +59,22 @@ def test_quick_run_reports_table_and_json(tmp_path, capsys):
     header = "| " + " | ".join(title for title, _ in benchmark.COLUMNS) + " |"
     assert header in table
     assert "| bilstm | 32 | lstm_jax | 598,209 |" in table
+
+
+def test_imdb_epochs_on_a_small_archive(tiny_imdb, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", "lstm_jax"]
+    archive = ["--imdb-archive", str(tiny_imdb), "--imdb-epochs", "2"]
+    assert benchmark.main([*argv, *archive, "--out", str(out)]) == 0
+    imdb = json.loads(out.read_text())["imdb"]
+    assert imdb["status"] == "ok", imdb
+    reviews = len(list(tiny_imdb.glob("aclImdb/train/*/*.txt")))
+    assert imdb["examples"] == reviews  # the whole training split, validation slice included
+    assert len(imdb["epochs_s"]) == 2 and imdb["epoch_s"] == imdb["epochs_s"][1] > 0
+    assert imdb["recompiles"] == 0 and 0.0 <= imdb["padding_fraction"] < 1.0
+    assert "IMDB epoch (bilstm, main job config)" in capsys.readouterr().out
+
+
+def test_imdb_epochs_must_be_positive():
+    with pytest.raises(ValueError, match="--imdb-epochs must be at least 1"):
+        benchmark.main(["--quick", "--imdb-epochs", "0", "--no-imdb"])
