@@ -39,10 +39,11 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
 
-Every worker process starts with glibc malloc on transparent huge pages
-(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) and first tunes it (`lstm_jax.host.tune_malloc`:
-large blocks are reused, not mapped anew each step), so all implementations run under the
-same allocator settings, the ones `lstm-jax` gives itself (`lstm_jax.host`). Each
+Every worker process starts with one glibc malloc arena
+(`GLIBC_TUNABLES=glibc.malloc.arena_max=1`) and first tunes malloc
+(`lstm_jax.host.tune_malloc`: large blocks are reused, not mapped anew each step), so all
+implementations run under the same allocator settings, the ones `lstm-jax train` gives
+itself (`lstm_jax.host`; `LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone). Each
 (workload, length) cell starts one worker process per implementation. After every worker
 has compiled and warmed up, rounds alternate between them (round r starts with the r-th
 implementation). Each round starts after a 0.3 s pause, so the threads of the worker

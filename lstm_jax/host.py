@@ -23,21 +23,32 @@ README has the benchmark's numbers and command):
   larger block is mapped anew whatever the threshold. With one arena for the whole
   process (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`) every block comes from the main
   arena, which has no such limit: the stacked model's step went from about 850 faults to
-  under 10, and one IMDB epoch from 45.3-50.9 s to 38.4-41.6 s (two runs each). The cost:
-  threads that allocate in parallel queue on that one arena, the tokenizer's most (data
-  preparation 25 s to 71 s), so `training.prepare_data` runs in a child process with the
-  default arenas when this process has one (`one_arena`). The process also keeps its peak
-  heap until it exits. Only glibc (Linux) is tuned; elsewhere this is a no-op.
+  under 10 (108.6-108.9 ms against 119.0-120.2 in paired probes), and one IMDB epoch
+  from 45.3-50.9 s to 38.4-41.6 s; the whole IMDB job (`lstm-jax train --config
+  imdb_bilstm`) from 285 s to 239 s. The costs, also measured: threads that allocate in
+  parallel queue on the one arena, the tokenizer's most (data preparation 25 s to 71 s),
+  so `training.prepare_data` runs in a child process with the default arenas when this
+  process has one (`one_arena`); XLA compiles about 20% slower (the IMDB job's 12 shapes
+  21 s to 28-29 s); the `remat` engine's step is 10-25% slower, and a short fused step
+  whose temporaries fit the thread arenas anyway a few percent (BiLSTM, T=128: 32.7-36.5
+  against 31.7-32.6 ms), for reasons not found. So only `lstm-jax train`, whose default
+  engine gains, asks for one arena. The process also keeps its peak heap until it exits.
+  Only glibc (Linux) is tuned; elsewhere this is a no-op.
 - *Huge pages.* Where a step's temporaries are mapped anew, each 4 KiB page faults on its
-  first touch; with malloc asking the kernel for transparent huge pages (2 MiB) the faults
-  drop 512-fold (`glibc.malloc.hugetlb=1`, which matters when the kernel's THP mode is
-  `madvise`). Measured: one device 134 to 105 ms, the stacked model on two devices 173 to
-  120 ms.
+  first touch; with malloc asking the kernel for transparent huge pages (2 MiB,
+  `glibc.malloc.hugetlb=1`, which matters when the kernel's THP mode is `madvise`) the
+  faults drop 512-fold. Measured before one arena: one device 134 to 105 ms, the stacked
+  model on two devices 173 to 120 ms. With one arena the blocks stay in the heap and huge
+  pages only cost: the few steps that still grow the heap (a freed block reused in part,
+  so the next one does not fit) stalled on the kernel's compaction for huge pages, 650-712
+  ms against 240 at T=1024 (340-350 ms on 4 KiB pages), and the mean step was 0-19%
+  slower (medians equal). So one arena comes without huge pages, and huge pages are only
+  for the commands that keep the default arenas.
 - glibc reads `GLIBC_TUNABLES` only when a process starts, so the `lstm-jax` command
-  relaunches itself once with both (`relaunch_tuned`; one arena only for `train`, the
-  command whose steps need it); `$LSTM_JAX_TUNABLES=0` opts out. In a script, set
-  `GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1` in the environment that
-  starts Python (`tuned_environment()` gives it).
+  relaunches itself once with them (`relaunch_tuned`: `train` with one arena, the other
+  commands with huge pages); `$LSTM_JAX_TUNABLES=0` opts out. In a script that trains,
+  start Python with `GLIBC_TUNABLES=glibc.malloc.arena_max=1` (`tuned_environment()`
+  gives it).
 
 The device count changes nothing on a GPU or TPU backend, where `jax.devices()` lists the
 accelerators; the malloc setting still spares the host side its page faults.
@@ -130,16 +141,17 @@ def _thp_on_request() -> bool:
 def tuned_environment(
     env: Mapping[str, str] | None = None, *, arena: bool = True
 ) -> dict[str, str]:
-    """`env` (default: this process's) for a child process, with `glibc.malloc.hugetlb=1`
-    in `$GLIBC_TUNABLES` where the kernel's THP mode makes it count, and with
-    `glibc.malloc.arena_max=1` if `arena` (see the module docstring). Tunables `env`
-    already sets are kept as they are."""
+    """`env` (default: this process's) for a child process, with malloc tunables added to
+    `$GLIBC_TUNABLES` (see the module docstring): with `arena`, one malloc arena
+    (`glibc.malloc.arena_max=1`); without, transparent huge pages
+    (`glibc.malloc.hugetlb=1`) where the kernel's THP mode makes them count. Tunables
+    `env` already sets are kept as they are."""
     env = dict(os.environ if env is None else env)
     tunables = _tunables(env)
-    if _thp_on_request():
-        tunables.setdefault(HUGE_PAGES, "1")
     if arena:
         tunables.setdefault(ARENA_MAX, "1")
+    elif _thp_on_request():
+        tunables.setdefault(HUGE_PAGES, "1")
     if tunables:
         env[_TUNABLES] = ":".join(f"{name}={value}" for name, value in tunables.items())
     return env
