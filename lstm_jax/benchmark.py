@@ -45,7 +45,9 @@ Every worker process starts with one glibc malloc arena
 implementations run under the same allocator settings, the ones `lstm-jax train` gives
 itself (`lstm_jax.host`; `LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone). Each
 (workload, length) cell starts one worker process per implementation. After every worker
-has compiled and warmed up, rounds alternate between them (round r starts with the r-th
+has compiled and warmed up (`--warmup` steps, 6 by default: with one malloc arena the heap
+grows for the first 4-5 steps of a large step, some of them 3x slower, then holds), rounds
+alternate between them (round r starts with the r-th
 implementation). Each round starts after a 0.3 s pause, so the threads of the worker
 before it, which spin a while after their last task, have gone quiet; it times `--steps`
 steps ending in a device sync.
@@ -936,8 +938,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=f"timed steps per round (default: about {ROUND_SECONDS} s of steps, 3 to 100)",
     )  # fmt: skip
     parser.add_argument(
-        "--warmup", type=int, default=2, help="untimed steps after the first (compiling) one"
-    )
+        "--warmup", type=int, default=6,
+        help="untimed steps after the first (compiling) one: malloc's heap settles in 4-5",
+    )  # fmt: skip
     parser.add_argument("--remat", action="store_true", help=f"also time {REMAT}")
     parser.add_argument(
         "--imdb-archive", default=None,
