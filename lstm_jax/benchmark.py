@@ -46,9 +46,9 @@ implementations run under the same allocator settings, the ones `lstm-jax train`
 itself (`lstm_jax.host`; `LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone). Each
 (workload, length) cell starts one worker process per implementation. After every worker
 has compiled and warmed up (`--warmup` steps, 6 by default: with one malloc arena the heap
-grows for the first 4-5 steps of a large step, some of them 3x slower, then holds), rounds
-alternate between them (round r starts with the r-th
-implementation). Each round starts after a 0.3 s pause, so the threads of the worker
+grows for the first 4-5 steps of a large step, some of them 3x slower, then holds),
+rounds alternate between them (round r starts with the r-th implementation). Each round
+starts after a 0.3 s pause, so the threads of the worker
 before it, which spin a while after their last task, have gone quiet; it times `--steps`
 steps ending in a device sync.
 The table shows medians over rounds.

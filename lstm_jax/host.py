@@ -24,9 +24,10 @@ README has the benchmark's numbers and command):
   process (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`) every block comes from the main
   arena, which has no such limit: the stacked model's step went from about 850 faults to
   under 10 (108.6-108.9 ms against 119.0-120.2 in paired probes), and one IMDB epoch
-  from 45.3-50.9 s to 38.4-41.6 s; the whole IMDB job (`lstm-jax train --config
-  imdb_bilstm`) from 285 s to 239 s. The costs, also measured: threads that allocate in
-  parallel queue on the one arena, the tokenizer's most (data preparation 25 s to 71 s),
+  from 45.3-50.9 s to 38.4-41.6 s (huge pages on in both); the whole IMDB job
+  (`lstm-jax train --config imdb_bilstm`) from 285 s to 250 s. The costs, also measured:
+  threads that allocate in parallel queue on the one arena, the tokenizer's most (data
+  preparation 25 s to 71 s),
   so `training.prepare_data` runs in a child process with the default arenas when this
   process has one (`one_arena`); XLA compiles about 20% slower (the IMDB job's 12 shapes
   21 s to 28-29 s); the `remat` engine's step is 10-25% slower, and a short fused step
