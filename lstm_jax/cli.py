@@ -232,11 +232,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `lstm-jax` console command: relaunched once with glibc's malloc tunables where
-    that needs a fresh process (`lstm_jax.host`; one malloc arena for `train`), then
-    `main()`. Usage errors and `--help` end here, before any relaunch."""
+    that needs a fresh process (`lstm_jax.host`: one malloc arena for `train`, huge pages
+    for the others; not `bench`, whose workers get their own), then `main()`. Usage errors
+    and `--help` end here, before any relaunch."""
     argv = sys.argv[1:]
     command = build_parser().parse_args(argv).command
-    host.relaunch_tuned("lstm_jax.cli", argv, arena=command == "train")
+    if command != "bench":
+        host.relaunch_tuned("lstm_jax.cli", argv, arena=command == "train")
     sys.exit(main(argv))
 
 

@@ -28,12 +28,13 @@ README has the benchmark's numbers and command):
   (`lstm-jax train --config imdb_bilstm`) from 285 s to 250 s. The costs, also measured:
   threads that allocate in parallel queue on the one arena, the tokenizer's most (data
   preparation 25 s to 71 s), so `training.prepare_data` runs in a child process with the
-  default arenas when this process has one (`one_arena`); XLA compiles about 20% slower (the IMDB job's 12 shapes
-  21 s to 28-29 s); the `remat` engine's step is 10-25% slower, and a short fused step
-  whose temporaries fit the thread arenas anyway a few percent (BiLSTM, T=128: 32.7-36.5
-  against 31.7-32.6 ms), for reasons not found. So only `lstm-jax train`, whose default
-  engine gains, asks for one arena. The process also keeps its peak heap until it exits.
-  Only glibc (Linux) is tuned; elsewhere this is a no-op.
+  default arenas when this process has one (`one_arena`); XLA compiles about 20% slower
+  (the IMDB job's 12 shapes 21 s to 28-29 s); the `remat` engine's step is 10-25%
+  slower, and a short fused step whose temporaries fit the thread arenas anyway a few
+  percent (BiLSTM, T=128: 32.7-36.5 against 31.7-32.6 ms), for reasons not found. So
+  only `lstm-jax train`, whose default engine gains, asks for one arena. The process also
+  keeps its peak heap until it exits. Only glibc (Linux) is tuned; elsewhere this is a
+  no-op.
 - *Huge pages.* Where a step's temporaries are mapped anew, each 4 KiB page faults on its
   first touch; with malloc asking the kernel for transparent huge pages (2 MiB,
   `glibc.malloc.hugetlb=1`, which matters when the kernel's THP mode is `madvise`) the

@@ -83,3 +83,18 @@ def test_no_relaunch_when_opted_out_or_already_tuned(monkeypatch, thp_madvise):
     assert host.relaunch_pending(arena=True) == (platform.libc_ver()[0] == "glibc")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")
     assert not host.relaunch_pending(arena=True)
+
+
+def test_the_command_relaunches_train_with_one_arena_and_leaves_bench_alone(monkeypatch):
+    from lstm_jax import cli
+
+    calls = []
+    monkeypatch.setattr(
+        host, "relaunch_tuned", lambda module, argv, *, arena: calls.append((argv[0], arena))
+    )
+    monkeypatch.setattr(cli, "main", lambda argv: 0)
+    for argv in (["train", "--workdir", "x"], ["bench", "--quick"], ["summary"]):
+        monkeypatch.setattr("sys.argv", ["lstm-jax", *argv])
+        with pytest.raises(SystemExit):
+            cli.entry()
+    assert calls == [("train", True), ("summary", False)]  # bench workers get their own
