@@ -48,9 +48,8 @@ itself (`lstm_jax.host`; `LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone). E
 has compiled and warmed up (`--warmup` steps, 6 by default: with one malloc arena the heap
 grows for the first 4-5 steps of a large step, some of them 3x slower, then holds),
 rounds alternate between them (round r starts with the r-th implementation). Each round
-starts after a 0.3 s pause, so the threads of the worker
-before it, which spin a while after their last task, have gone quiet; it times `--steps`
-steps ending in a device sync.
+starts after a 0.3 s pause, so the threads of the worker before it, which spin a while
+after their last task, have gone quiet; it times `--steps` steps ending in a device sync.
 The table shows medians over rounds.
 
 FLOPs of one step are counted analytically (`step_flops`): an LSTM direction over inputs
@@ -675,9 +674,9 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int) -> None:
     warmup_s = time.perf_counter() - start
     compiles = counter.count
     epochs_s = []
-    for epoch_batches in plan:
+    for epoch in plan:
         start = time.perf_counter()
-        for batch in epoch_batches:
+        for batch in epoch:
             state, sums = trainer.train_step(state, batch)
         jax.block_until_ready((state, sums))
         epochs_s.append(time.perf_counter() - start)
