@@ -124,6 +124,11 @@ def _tunables(env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, _, value in items}
 
 
+def _joined(tunables: dict[str, str]) -> str:
+    """{name: value} as a `$GLIBC_TUNABLES` value, the inverse of `_tunables`."""
+    return ":".join(f"{name}={value}" for name, value in tunables.items())
+
+
 def one_arena(env: Mapping[str, str] | None = None) -> bool:
     """Whether `env` (default: this process's) limits glibc malloc to one arena."""
     return _tunables(os.environ if env is None else env).get(ARENA_MAX) == "1"
@@ -154,7 +159,7 @@ def tuned_environment(
     elif _thp_on_request():
         tunables.setdefault(HUGE_PAGES, "1")
     if tunables:
-        env[_TUNABLES] = ":".join(f"{name}={value}" for name, value in tunables.items())
+        env[_TUNABLES] = _joined(tunables)
     return env
 
 
@@ -164,7 +169,7 @@ def default_arenas(env: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
     tunables = _tunables(env)
     if tunables.pop(ARENA_MAX, None) is not None:
-        env[_TUNABLES] = ":".join(f"{name}={value}" for name, value in tunables.items())
+        env[_TUNABLES] = _joined(tunables)
         if not tunables:
             del env[_TUNABLES]
     return env
