@@ -13,8 +13,8 @@ copy of its inputs, so "scan order" is its own order), with mask m_t = [t < leng
     c~_t = f c_{t-1} + i g,   h~_t = o tanh(c~_t)
     c_t  = m_t ? c~_t : c_{t-1},   h_t = m_t ? h~_t : h_{t-1},   y_t = m_t ? h~_t : 0
 
-The forward scan stores the activated gates i, f, g, o (four arrays) and the carry
-(h_t, c_t) of every step; c_{t-1} and h_{t-1} are those carries shifted by one step.
+The forward scan stores the activated gates i, f, g, o (four arrays), the cell state
+before each step, c_{t-1}, and the matmul's input [x_t, h_{t-1}] (transposed, see below).
 
 Backward, a reverse scan carrying (dh, dc) = (dL/dh_t, dL/dc_t), starting from the final
 carry's cotangent, with dy_t the cotangent of y_t:
@@ -29,18 +29,29 @@ carry's cotangent, with dy_t the cotangent of y_t:
 (c~_t is recomputed from the stored gates and c_{t-1}.) The only matmul left inside the
 loop is `dz_t U^T`; the parameter and input gradients are large matmuls after it:
 
-    [dW; dU] = sum_t [x_t, h_{t-1}]^T dz_t,   db = sum_t,b dz_t,   dx_t = dz_t W^T
+    [dW; dU; db] = sum_t [x_t, h_{t-1}, 1]^T dz_t,   dx_t = dz_t W^T
 
-Both directions of a bidirectional layer run in the same scan (the backward one over a
+Both directions of a bidirectional layer run in the same loop (the backward one over a
 time-reversed copy of the inputs and mask: each sequence's padding comes first, where the
 masked steps keep the zero carry, then its real steps from last to first), so the loop
 runs T steps, not 2T.
 
-Layout, for XLA on CPU (measured on the BiLSTM train step, see `_fused_bwd` and
-`_rows_contracted`): a loop fusion that reads several slices of one array sliced from the
-stored sequence (the gates of step t out of one `[time, batch, 4H]` array) is compiled
-without vectorisation, about 10x slower than the same arithmetic on whole arrays. So the
-gates are stored as four arrays, and the backward step reads each whole.
+Layout, for XLA on CPU (each choice measured on the BiLSTM train step, batch 64 on two CPU
+devices, T=256; `lstm-jax bench` has the command):
+- The directions are stacked on a leading axis, `[D, ...]`, and every step does one
+  batched matmul and one set of fusions for all of them. XLA's CPU runtime spends about
+  2 us on each small op of a step, whatever its size, so halving the ops per step took
+  the step from 62-65 to 56-60 ms (two directions kept apart, as before, took 23 ms for
+  the forward loop on one device against 19.5 stacked).
+- The forward loop writes `[x_t, h_{t-1}, 1]` transposed, as column t of one
+  `[D, E + H + 1, time, batch]` array, so the weight gradient's matmul takes it as it
+  lies. Given `[x, h]` row by row, XLA ran `x^T dz` as a generic dot, or, with the
+  transpose kept apart, spent 3.6 ms transposing; the row of ones gives the bias
+  gradient in the same matmul (a separate sum over the rows took 1.7 ms).
+- A loop fusion that reads several slices of one array sliced from the stored sequence
+  (the gates of step t out of one `[time, batch, 4H]` array) is compiled without
+  vectorisation, about 10x slower than the same arithmetic on whole arrays. So the gates
+  are stored as four arrays, and the backward step reads each whole.
 """
 
 from __future__ import annotations
@@ -61,91 +72,92 @@ def _flip(x_T: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------
-# The core: D directions, each in its own scan order, as one custom-VJP function.
+# The core: D directions stacked on a leading axis, each in its own scan order, as one
+# custom-VJP function. Every array below is `[D, ...]`; sequences are `[D, time, ...]`.
 # ----------------------------------------------------------------------------------
 def _gate_scale(hidden: int, dtype: Any) -> Array:
-    """`<float>[1, 4H]`: 1 on the sigmoid gates (i, f, o), 2 on the tanh candidate g.
+    """`<float>[1, 1, 4H]`: 1 on the sigmoid gates (i, f, o), 2 on the tanh candidate g.
 
     With it every gate is one expression, `act = s sigmoid(s z) - (s - 1)`, since
     `tanh(z) = 2 sigmoid(2z) - 1`: the forward step activates all four gates in one
     full-width fusion on the matmul's output.
     """
     ones = jnp.ones((hidden,), dtype)
-    return jnp.concatenate([ones, ones, 2.0 * ones, ones])[None]
+    return jnp.concatenate([ones, ones, 2.0 * ones, ones])[None, None]
 
 
-def _matmul(a: Array, b: Array, operands: Any, out: Any) -> Array:
-    """`a @ b` on `operands`-typed inputs, accumulated and returned in `out`."""
-    return jnp.matmul(a.astype(operands), b.astype(operands), preferred_element_type=out)
+def _bmm(a: Array, b: Array, operands: Any, out: Any) -> Array:
+    """`a[d] @ b[d]` for every direction d, on `operands`-typed inputs, accumulated and
+    returned in `out`: one batched matmul for all directions."""
+    return jnp.einsum(
+        "dmk,dkn->dmn", a.astype(operands), b.astype(operands), preferred_element_type=out
+    )
 
 
-def _forward(
-    params: tuple[Params, ...],
-    xs: tuple[Array, ...],
-    masks: tuple[Array, ...],
-    unroll: int,
-    operands: Any,
-):
-    """Scan all directions at once; returns outputs, final carries and the residuals.
+def _at(a_DT: Array, t: Array) -> Array:
+    """Step t of every direction: `a[:, t]`."""
+    return jax.lax.dynamic_index_in_dim(a_DT, t, axis=1, keepdims=False)
 
-    Per direction and step the loop does one matmul `[x_t, h_{t-1}] [W; U]` (its inputs
-    in `operands`, accumulated in the input dtype), one fusion for the four activated
-    gates `act = (i, f, g, o)` and one each for the masked `h_t` and `c_t`; it stores the
-    gates `(i, f, g, o)`, `h_t` and `c_t` for the backward pass.
+
+def _put(a_DT: Array, value_D: Array, t: Array) -> Array:
+    """`a` with step t of every direction set to `value`: `a.at[:, t].set(value)`."""
+    return jax.lax.dynamic_update_index_in_dim(a_DT, value_D, t, axis=1)
+
+
+def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
+    """Run all directions in one loop; returns outputs, final carries and the residuals.
+
+    Per step the loop does one batched matmul `[x_t, h_{t-1}] [W; U]` for all directions
+    (its inputs in `operands`, accumulated in the input dtype), one fusion for the four
+    activated gates `act = (i, f, g, o)` and one each for the masked `h_t` and `c_t`.
+
+    It stores, for the backward pass, the gates `(i, f, g, o)` and the cell state before
+    the step, `c_{t-1}`, as `[D, time, batch, H]`, and the matmul's input `[x_t, h_{t-1}]`
+    transposed, as column t of `xh_T <[D, E + H + 1, time, batch]>`, whose last row is
+    ones: the left operand of the weight and bias gradients' matmul, which then runs on it
+    as it lies. The outputs `y_t` are read back from it after the loop.
     """
-    batch = xs[0].shape[1]
-    hidden = params[0]["recurrent_kernel"].shape[0]
-    dtype = xs[0].dtype
+    directions, time, batch, embed = x_DTBE.shape
+    hidden = params["recurrent_kernel"].shape[1]
+    dtype = x_DTBE.dtype
     scale = _gate_scale(hidden, dtype)
-    zeros = jnp.zeros((batch, hidden), dtype)
-    carry0 = tuple((zeros, zeros) for _ in params)
-    stacked = tuple(
-        (
-            jnp.concatenate([p["kernel"], p["recurrent_kernel"]], axis=0).astype(operands),
-            p["bias"][None],
-        )
-        for p in params
+    wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
+    bias = params["bias"][:, None]
+    xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype).at[:, -1].set(1.0)
+    zeros = jnp.zeros((directions, batch, hidden), dtype)
+    gates = tuple(jnp.zeros((directions, time, batch, hidden), dtype) for _ in range(5))
+
+    def body(t, state):
+        (h, c), gates, xh_T = state
+        xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1)
+        z = _bmm(xh, wu, operands, dtype) + bias
+        act = scale * jax.nn.sigmoid(scale * z) - (scale - 1.0)
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c_new = f * c + i * g
+        m = _at(m_DTB, t)[..., None]
+        h_new = jnp.where(m, o * jnp.tanh(c_new), h)
+        c_new = jnp.where(m, c_new, c)
+        gates = tuple(_put(a, v, t) for a, v in zip(gates, (i, f, g, o, c), strict=True))
+        xh_T = jax.lax.dynamic_update_slice(xh_T, jnp.swapaxes(xh, 1, 2)[:, :, None], (0, 0, t, 0))
+        return (h_new, c_new), gates, xh_T
+
+    carry, gates, xh_T = jax.lax.fori_loop(
+        0, time, body, ((zeros, zeros), gates, xh_T), unroll=unroll
     )
-    xs = tuple(x_TBE.astype(operands) for x_TBE in xs)
-
-    def body(carry, inputs):
-        x_t, m_t = inputs
-        new_carry, emitted = [], []
-        for (wu, b), (h, c), x_BE, m_B in zip(stacked, carry, x_t, m_t, strict=True):
-            xh = jnp.concatenate([x_BE, h.astype(operands)], axis=-1)
-            z = _matmul(xh, wu, operands, dtype) + b
-            act = scale * jax.nn.sigmoid(scale * z) - (scale - 1.0)
-            i, f, g, o = jnp.split(act, 4, axis=-1)
-            c_new = f * c + i * g
-            m = m_B[:, None]
-            h_new = jnp.where(m, o * jnp.tanh(c_new), h)
-            c_new = jnp.where(m, c_new, c)
-            new_carry.append((h_new, c_new))
-            emitted.append(((i, f, g, o), h_new, c_new))
-        return tuple(new_carry), tuple(emitted)
-
-    carry, emitted = jax.lax.scan(body, carry0, (xs, masks), unroll=unroll)
-    ys = tuple(
-        jnp.where(m_TB[:, :, None], h_TBH, 0.0)
-        for m_TB, (_, h_TBH, _) in zip(masks, emitted, strict=True)
-    )
-    return ys, carry, emitted
-
-
-def _shift(a_TBH: Array) -> Array:
-    """The carry before each step from the carries after: `[0, a_0, ..., a_{T-2}]`."""
-    return jnp.concatenate([jnp.zeros_like(a_TBH[:1]), a_TBH[:-1]], axis=0)
+    h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], jnp.swapaxes(carry[0], 1, 2)[:, :, None]], 2)
+    ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
+    return ys, carry, (gates, xh_T)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _fused(params, xs, masks, unroll, operands):
-    ys, carry, _ = _forward(params, xs, masks, unroll, operands)
+def _fused(params, x, m, unroll, operands):
+    ys, carry, _ = _forward(params, x, m, unroll, operands)
     return ys, carry
 
 
-def _fused_fwd(params, xs, masks, unroll, operands):
-    ys, carry, residuals = _forward(params, xs, masks, unroll, operands)
-    return (ys, carry), (params, xs, masks, residuals)
+def _fused_fwd(params, x, m, unroll, operands):
+    ys, carry, residuals = _forward(params, x, m, unroll, operands)
+    return (ys, carry), (params, m, residuals)
 
 
 def _fused_bwd(unroll, operands, saved, cotangents):
@@ -153,82 +165,59 @@ def _fused_bwd(unroll, operands, saved, cotangents):
 
     Each step reads the four stored gate arrays whole. Slicing them out of one stored
     `[time, batch, 4H]` array instead made XLA on CPU compile the step's fusions without
-    vectorisation: one direction's step at batch 32 took 34 us against 24 us now.
+    vectorisation: one direction's step at batch 32 took 34 us against 24 us.
     Every matmul takes `operands`-typed inputs and accumulates in the input dtype, as in
     the forward pass. `dz` is stored in the input dtype and cast after the loop: a cast
     inside the step's store compiled to a slow fusion (90 us a step).
     """
-    params, xs, masks, residuals = saved
-    dys, dcarry = cotangents
-    dtype = dys[0].dtype
-    u_transposed = tuple(p["recurrent_kernel"].T.astype(operands) for p in params)
-    c_prevs = tuple(_shift(c_TBH) for _, _, c_TBH in residuals)
-    gates = tuple(gates_T for gates_T, _, _ in residuals)
+    params, m_DTB, ((i_all, f_all, g_all, o_all, c_prev_all), xh_T) = saved
+    dys, (dh_last, dc_last) = cotangents
+    directions, time, batch, hidden = c_prev_all.shape
+    embed = params["kernel"].shape[1]
+    dtype = dys.dtype
+    u_transposed = jnp.swapaxes(params["recurrent_kernel"], 1, 2).astype(operands)
+    dz_all = jnp.zeros((directions, time, batch, 4 * hidden), dtype)
 
-    def body(carry, inputs):
-        dy_t, gates_t, c_prev_t, m_t = inputs
-        new_carry, dzs = [], []
-        for u_t, (dh, dc), dy, (i, f, g, o), c_prev, m_B in zip(
-            u_transposed, carry, dy_t, gates_t, c_prev_t, m_t, strict=True
-        ):
-            m = m_B[:, None]
-            tc = jnp.tanh(f * c_prev + i * g)
-            dht = jnp.where(m, dh + dy, 0.0)
-            dct = jnp.where(m, dc, 0.0) + dht * o * (1.0 - tc * tc)
-            dz = jnp.concatenate(
-                [
-                    dct * g * i * (1.0 - i),
-                    dct * c_prev * f * (1.0 - f),
-                    dct * i * (1.0 - g * g),
-                    dht * tc * o * (1.0 - o),
-                ],
-                axis=-1,
-            )
-            dh_prev = _matmul(dz, u_t, operands, dtype) + jnp.where(m, 0.0, dh)
-            new_carry.append((dh_prev, dct * f + jnp.where(m, 0.0, dc)))
-            dzs.append(dz)
-        return tuple(new_carry), tuple(dzs)
-
-    dcarry0 = tuple(tuple(d) for d in dcarry)
-    _, dzs = jax.lax.scan(body, dcarry0, (dys, gates, c_prevs, masks), reverse=True, unroll=unroll)
-
-    dparams, dxs = [], []
-    for p, x_TBE, (_, h_TBH, _), dz_TBG in zip(params, xs, residuals, dzs, strict=True):
-        dz_NG = _rows(dz_TBG).astype(operands)
-        x_NE, h_prev_NH = _rows(x_TBE.astype(operands)), _rows(_shift(h_TBH).astype(operands))
-        dparams.append(
-            {
-                "kernel": _rows_contracted(x_NE, dz_NG, dtype),
-                "recurrent_kernel": _rows_contracted(h_prev_NH, dz_NG, dtype),
-                "bias": jnp.sum(_rows(dz_TBG), axis=0),
-            }
+    def body(k, state):
+        t = time - 1 - k
+        (dh, dc), dz_all = state
+        i, f, g, o, c_prev = (_at(a, t) for a in (i_all, f_all, g_all, o_all, c_prev_all))
+        m = _at(m_DTB, t)[..., None]
+        tc = jnp.tanh(f * c_prev + i * g)
+        dht = jnp.where(m, dh + _at(dys, t), 0.0)
+        dct = jnp.where(m, dc, 0.0) + dht * o * (1.0 - tc * tc)
+        dz = jnp.concatenate(
+            [
+                dct * g * i * (1.0 - i),
+                dct * c_prev * f * (1.0 - f),
+                dct * i * (1.0 - g * g),
+                dht * tc * o * (1.0 - o),
+            ],
+            axis=-1,
         )
-        dx_NE = _matmul(dz_NG, p["kernel"].T, operands, x_TBE.dtype)
-        dxs.append(dx_NE.reshape(x_TBE.shape))
-    return tuple(dparams), tuple(dxs), None
+        dh_prev = _bmm(dz, u_transposed, operands, dtype) + jnp.where(m, 0.0, dh)
+        dc_prev = dct * f + jnp.where(m, 0.0, dc)
+        return (dh_prev, dc_prev), _put(dz_all, dz, t)
 
+    _, dz_all = jax.lax.fori_loop(0, time, body, ((dh_last, dc_last), dz_all), unroll=unroll)
 
-def _rows(a_TBK: Array) -> Array:
-    """`<float>[time * batch, K]`: one row per (step, example); a free reshape."""
-    return a_TBK.reshape(-1, a_TBK.shape[-1])
-
-
-def _rows_contracted(a_NK: Array, b_NG: Array, out: Any) -> Array:
-    """`a^T b`, `<float>[K, G]`, summed over the N rows of both.
-
-    Written as one 2-D `dot_general` on row-major matrices: a 3-D einsum over (time, batch)
-    made XLA on CPU transpose both operands first, and the transposes cost more than the
-    matmul (measured: a BiLSTM layer's gradient, batch 64 on two CPU devices, T=256, 69 to
-    62 ms).
-    """
-    return jax.lax.dot_general(a_NK, b_NG, (((0,), (0,)), ((), ())), preferred_element_type=out)
+    dz_DNG = dz_all.reshape(directions, time * batch, -1)  # one row per (step, example)
+    dwu = _bmm(xh_T.reshape(directions, embed + hidden + 1, -1), dz_DNG, operands, dtype)
+    dparams = {
+        "kernel": dwu[:, :embed],
+        "recurrent_kernel": dwu[:, embed:-1],
+        "bias": dwu[:, -1],
+    }
+    dx = _bmm(dz_DNG, jnp.swapaxes(params["kernel"], 1, 2), operands, dtype)
+    return dparams, dx.reshape(directions, time, batch, embed), None
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-def _lstm_params(params: Any) -> Params:
-    return {k: params[k] for k in ("kernel", "recurrent_kernel", "bias")}
+def _stacked(*params: Any) -> Params:
+    """The directions' LSTM parameters stacked on a leading axis: `{name: [D, ...]}`."""
+    return {k: jnp.stack([p[k] for p in params]) for k in ("kernel", "recurrent_kernel", "bias")}
 
 
 # ----------------------------------------------------------------------------------
@@ -259,8 +248,8 @@ def lstm_layer_tm(
     if reverse:
         xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)
     operands = _operands(xs_TBE, matmul_dtype)
-    (ys_TBH,), (carry,) = _fused((_lstm_params(params),), (xs_TBE,), (mask_TB,), unroll, operands)
-    return (_flip(ys_TBH) if reverse else ys_TBH), carry
+    ys, (h, c) = _fused(_stacked(params), xs_TBE[None], mask_TB[None], unroll, operands)
+    return (_flip(ys[0]) if reverse else ys[0]), (h[0], c[0])
 
 
 def lstm_bidirectional_tm(
@@ -278,11 +267,11 @@ def lstm_bidirectional_tm(
     (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it; `matmul_dtype` as
     in `lstm_layer_tm`.
     """
-    (ys_f, ys_b), (carry_f, carry_b) = _fused(
-        (_lstm_params(params_fwd), _lstm_params(params_bwd)),
-        (xs_TBE, _flip(xs_TBE)),
-        (mask_TB, _flip(mask_TB)),
+    ys, (h, c) = _fused(
+        _stacked(params_fwd, params_bwd),
+        jnp.stack([xs_TBE, _flip(xs_TBE)]),
+        jnp.stack([mask_TB, _flip(mask_TB)]),
         unroll,
         _operands(xs_TBE, matmul_dtype),
     )
-    return ys_f, _flip(ys_b), (carry_f, carry_b)
+    return ys[0], _flip(ys[1]), ((h[0], c[0]), (h[1], c[1]))

@@ -55,8 +55,12 @@ def test_data_parallel_step_matches_one_device():
         state, sums = trainer.train_step(trainer.init_state(), batch)
         results.append((state.params, sums, trainer.evaluate(state.params, [batch])))
     (p1, s1, e1), (p2, s2, e2) = results
+    # Adam's first update is lr * g / (|g| + eps): where a gradient is near eps (one LSTM
+    # bias element here: 5e-8, a sum of much larger terms that cancel) it magnifies the
+    # rounding of the two summation orders. A wrong split or a missing psum changes the
+    # gradient's sign in many elements, each moving by up to 2 lr.
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-2 * config.learning_rate)
     for key in s1:
         np.testing.assert_allclose(s1[key], s2[key], rtol=1e-6)
     assert e1 == pytest.approx(e2, rel=1e-5)
