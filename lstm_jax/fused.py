@@ -1,6 +1,6 @@
 """A fused LSTM recurrence with a hand-written backward pass (the fast path of `recurrence`).
 
-`lstm_layer_tm` (one direction) and `lstm_bidirectional_tm` (both directions in one scan)
+`lstm_layer_tm` (one direction) and `lstm_bidirectional_tm` (both directions in one loop)
 compute what `recurrence.rnn` / `recurrence.bidirectional` compute for the "lstm" cell
 from a zero carry, with the same padding rules, but differentiate through a
 `jax.custom_vjp` instead of letting autodiff transpose the scan step by step.
@@ -106,6 +106,9 @@ def _put(a_DT: Array, value_D: Array, t: Array) -> Array:
 
 def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
     """Run all directions in one loop; returns outputs, final carries and the residuals.
+
+    The loop is a `lax.fori_loop` over the step index (JAX runs it as a `lax.scan`), so
+    that every stored sequence can keep the direction axis first.
 
     Per step the loop does one batched matmul `[x_t, h_{t-1}] [W; U]` for all directions
     (its inputs in `operands`, accumulated in the input dtype), one fusion for the four
@@ -263,7 +266,7 @@ def lstm_bidirectional_tm(
     unroll: int = 1,
     matmul_dtype: Any = None,
 ):
-    """Both LSTM directions in one scan over `<float>[time, batch, E]`.
+    """Both LSTM directions in one loop over `<float>[time, batch, E]`.
 
     Returns `(ys_fwd <float>[time, batch, H], ys_bwd <float>[time, batch, H],
     (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it; `matmul_dtype` as
