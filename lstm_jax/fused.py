@@ -40,9 +40,10 @@ Layout, for XLA on CPU (each choice measured on the BiLSTM train step, batch 64 
 devices, T=256; `lstm-jax bench` has the command):
 - The directions are stacked on a leading axis, `[D, ...]`, and every step does one
   batched matmul and one set of fusions for all of them. XLA's CPU runtime spends about
-  2 us on each small op of a step, whatever its size, so halving the ops per step took
-  the step from 62-65 to 56-60 ms (two directions kept apart, as before, took 23 ms for
-  the forward loop on one device against 19.5 stacked).
+  2 us on each small op of a step, whatever its size, so halving the ops per step pays:
+  two directions kept apart, as before, took 23 ms for the forward loop on one device,
+  against 19.5 stacked. With the next change the whole step went from 62-65 to 56-60 ms
+  (paired probes, the two versions alternating).
 - The forward loop writes `[x_t, h_{t-1}, 1]` transposed, as column t of one
   `[D, E + H + 1, time, batch]` array, so the weight gradient's matmul takes it as it
   lies. Given `[x, h]` row by row, XLA ran `x^T dz` as a generic dot, or, with the
