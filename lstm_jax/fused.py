@@ -14,7 +14,8 @@ copy of its inputs, so "scan order" is its own order), with mask m_t = [t < leng
     c_t  = m_t ? c~_t : c_{t-1},   h_t = m_t ? h~_t : h_{t-1},   y_t = m_t ? h~_t : 0
 
 The forward scan stores the activated gates i, f, g, o (four arrays), the cell state
-before each step, c_{t-1}, and the matmul's input [x_t, h_{t-1}] (transposed, see below).
+before each step, c_{t-1}, and [x_t, h_{t-1}, 1], the matmul's input with a 1 appended
+(transposed, see below).
 
 Backward, a reverse scan carrying (dh, dc) = (dL/dh_t, dL/dc_t), starting from the final
 carry's cotangent, with dy_t the cotangent of y_t:
