@@ -77,15 +77,18 @@ def _flip(x_T: Array) -> Array:
 # The core: D directions stacked on a leading axis, each in its own scan order, as one
 # custom-VJP function. Every array below is `[D, ...]`; sequences are `[D, time, ...]`.
 # ----------------------------------------------------------------------------------
-def _gate_scale(hidden: int, dtype: Any) -> Array:
-    """`<float>[1, 1, 4H]`: 1 on the sigmoid gates (i, f, o), 2 on the tanh candidate g.
+def _gate_slope(hidden: int, dtype: Any) -> Array:
+    """`<float>[1, 1, 4H]`: 1/2 on the sigmoid gates (i, f, o), 1 on the tanh candidate g.
 
-    With it every gate is one expression, `act = s sigmoid(s z) - (s - 1)`, since
-    `tanh(z) = 2 sigmoid(2z) - 1`: the forward step activates all four gates in one
-    full-width fusion on the matmul's output.
+    With it every gate is one expression, `act = (1 - s) + s tanh(s z)`, since
+    `sigmoid(z) = 1/2 + tanh(z/2) / 2`: the forward step activates all four gates in one
+    full-width fusion on the matmul's output, with one tanh per element and no exp or
+    division (as accurate as `jax.nn.sigmoid` here, 4e-7 at most; the forward loop's
+    best times 0-2 ms lower than with `s' sigmoid(s' z) - (s' - 1)` in paired probes,
+    the whole step within noise).
     """
     ones = jnp.ones((hidden,), dtype)
-    return jnp.concatenate([ones, ones, 2.0 * ones, ones])[None, None]
+    return jnp.concatenate([ones / 2, ones / 2, ones, ones / 2])[None, None]
 
 
 def _bmm(a: Array, b: Array, operands: Any, out: Any) -> Array:
@@ -125,7 +128,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     directions, time, batch, embed = x_DTBE.shape
     hidden = params["recurrent_kernel"].shape[1]
     dtype = x_DTBE.dtype
-    scale = _gate_scale(hidden, dtype)
+    slope = _gate_slope(hidden, dtype)
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
     bias = params["bias"][:, None]
     xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype).at[:, -1].set(1.0)
@@ -138,7 +141,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
         xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1)
         xh_ops = jnp.concatenate([_at(x_ops, t), h.astype(operands)], axis=-1)
         z = _bmm(xh_ops, wu, operands, dtype) + bias
-        act = scale * jax.nn.sigmoid(scale * z) - (scale - 1.0)
+        act = (1.0 - slope) + slope * jnp.tanh(slope * z)
         i, f, g, o = jnp.split(act, 4, axis=-1)
         c_new = f * c + i * g
         m = _at(m_DTB, t)[..., None]
