@@ -130,6 +130,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     hidden = params["recurrent_kernel"].shape[1]
     dtype = x_DTBE.dtype
     slope = _gate_slope(hidden, dtype)
+    offset = 1.0 - slope
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
     bias = params["bias"][:, None]
     xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype).at[:, -1].set(1.0)
@@ -142,7 +143,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
         xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1)
         xh_ops = jnp.concatenate([_at(x_ops, t), h.astype(operands)], axis=-1)
         z = _bmm(xh_ops, wu, operands, dtype) + bias
-        act = (1.0 - slope) + slope * jnp.tanh(slope * z)
+        act = offset + slope * jnp.tanh(slope * z)
         i, f, g, o = jnp.split(act, 4, axis=-1)
         c_new = f * c + i * g
         m = _at(m_DTB, t)[..., None]
