@@ -1,5 +1,7 @@
 """The fused LSTM engine computes what the generic masked scan computes, values and grads."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,6 +167,34 @@ def test_bfloat16_matmuls_stay_close_to_float32(layer):
         diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(low, ref, strict=True))
         scale = max(float(jnp.max(jnp.abs(b))) for b in ref)
         assert 0.0 < diff < 2e-2 * scale  # rounded (so bfloat16 ran), but only slightly
+
+
+def _dot_operand_dtypes(compiled_hlo: str) -> list[tuple[str, str]]:
+    """The element types of both operands of every dot in an optimised HLO module."""
+    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", compiled_hlo))
+    dots = re.findall(r" dot\(%([\w.\-]+), %([\w.\-]+)\)", compiled_hlo)
+    return [(types[a], types[b]) for a, b in dots]
+
+
+def test_bfloat16_matmuls_stay_bfloat16_in_the_compiled_gradient():
+    """Every matmul of the fused layer's forward and backward pass keeps bfloat16 inputs
+    after XLA's optimisation; XLA on CPU once turned `dz W^T` into a float32 matmul
+    (on inputs rounded to bfloat16), at the float32 rate, for the way it was written."""
+    params, xs = _inputs()
+    grad = jax.jit(
+        jax.grad(
+            _loss(
+                lambda p, x: recurrence.bidirectional(
+                    "lstm", p, x, LENGTHS, matmul_dtype="bfloat16"
+                )
+            ),
+            argnums=(0, 1),
+        )
+    )
+    operands = _dot_operand_dtypes(grad.lower(params, xs).compile().as_text())
+    # forward step, backward step, weight gradients, input gradients
+    assert len(operands) >= 4
+    assert all(pair == ("bf16", "bf16") for pair in operands), operands
 
 
 def test_bfloat16_matmuls_need_the_fused_engine():
