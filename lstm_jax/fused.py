@@ -146,15 +146,13 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
     bias = params["bias"][:, None]
     xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype).at[:, -1].set(1.0)
-    x_ops = x_DTBE.astype(operands)
     zeros = jnp.zeros((directions, batch, hidden), dtype)
     stored = tuple(jnp.zeros((directions, time, batch, hidden), dtype) for _ in range(5))
 
     def body(t, state):
         (h, c), stored, xh_T = state
         xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1)
-        xh_ops = jnp.concatenate([_at(x_ops, t), h.astype(operands)], axis=-1)
-        z = _bmm(xh_ops, wu, operands, dtype) + bias
+        z = _bmm(xh, wu, operands, dtype) + bias
         act = offset + slope * jnp.tanh(slope * z)
         i, f, g, o = jnp.split(act, 4, axis=-1)
         c_new = f * c + i * g
