@@ -191,18 +191,26 @@ class _CompileCounter:
 
 
 class JaxRunner(Runner):
-    """A jitted `step(state, batch) -> (state, loss)` with the state donated."""
+    """A jitted `step(state, batch) -> (state, loss)` with the state donated, compiled with
+    `compiler_options` (the library's runner passes `training.compiler_options`)."""
 
     is_jax = True
 
     def __init__(
-        self, step_fn: Callable, state: Any, batch: Any, params: Any, *, settle: bool = False
+        self,
+        step_fn: Callable,
+        state: Any,
+        batch: Any,
+        params: Any,
+        *,
+        settle: bool = False,
+        compiler_options: dict[str, Any] | None = None,
     ):
         import jax
 
         self._jax = jax
         self.settle = settle  # wait for each step, as `training.Trainer` does on several devices
-        self.jitted = jax.jit(step_fn, donate_argnums=0)
+        self.jitted = jax.jit(step_fn, donate_argnums=0, compiler_options=compiler_options)
         self.state = state
         self.batch = jax.device_put(batch)  # arrays already placed keep their placement
         self.params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
@@ -289,7 +297,14 @@ def _lstm_jax(
         state, sums = trainer.step_fn(state, batch)
         return state, sums["loss"] / sums["count"]
 
-    return JaxRunner(step, state, batch, state.params, settle=trainer.parallel)
+    return JaxRunner(
+        step,
+        state,
+        batch,
+        state.params,
+        settle=trainer.parallel,
+        compiler_options=trainer.compiler_options,
+    )
 
 
 def _flax(workload: str, data: dict[str, np.ndarray]) -> Runner:

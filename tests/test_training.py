@@ -73,6 +73,16 @@ def test_data_mesh_uses_the_devices_that_split_the_batch_evenly():
     assert training.data_mesh(64, devices[:1]).size == 1
 
 
+def test_steps_compile_at_llvm_o1_on_cpu_only():
+    class Accelerator:
+        platform = "gpu"
+
+    assert training.compiler_options(jax.devices()) == {"xla_backend_optimization_level": 1}
+    assert training.compiler_options([Accelerator()]) is None
+    trainer = training.Trainer(CONFIG)
+    assert trainer.compiler_options == training.compiler_options(jax.devices())
+
+
 def test_train_step_compiles_once_per_shape():
     traces = []
     config = CONFIG
