@@ -288,15 +288,15 @@ def data_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None) -> M
     return Mesh(np.array(devices[:size]), (DATA_AXIS,))
 
 
-def compiler_options(devices: Sequence[jax.Device]) -> dict[str, Any] | None:
+def compiler_options(devices: Iterable[jax.Device]) -> dict[str, Any] | None:
     """XLA options for the jitted steps on `devices`: on CPU, LLVM's `-O1` instead of `-O2`
     for XLA's own kernels (`xla_backend_optimization_level=1`); None elsewhere.
 
-    Its matmuls are library calls either way, and the loops' small fusions ran no slower
-    at `-O1` (paired probes of the BiLSTM layer's gradient on one core, four runs: medians
-    0.3-3.7% lower), while the stacked model's bfloat16 train step compiled in 2.18-2.52 s
-    against 2.43-2.69 s (three interleaved rounds of processes at T = 256 and 1024). The
-    README's Speed section has the train steps' timings.
+    The steps' matmuls are library calls either way, and the loops' small fusions ran no
+    slower at `-O1` (paired probes of the BiLSTM layer's gradient on one core, four runs:
+    medians 0.3-3.7% lower), while the stacked model's bfloat16 train step compiled in
+    2.18-2.52 s against 2.43-2.69 s (three interleaved rounds of processes at T = 256 and
+    1024). The README's Speed section has the train steps' timings.
     """
     cpu = all(device.platform == "cpu" for device in devices)
     return {"xla_backend_optimization_level": 1} if cpu else None

@@ -73,14 +73,22 @@ def test_data_mesh_uses_the_devices_that_split_the_batch_evenly():
     assert training.data_mesh(64, devices[:1]).size == 1
 
 
-def test_steps_compile_at_llvm_o1_on_cpu_only():
+def test_steps_compile_at_llvm_o1_on_cpu_only(monkeypatch):
     class Accelerator:
         platform = "gpu"
 
-    assert training.compiler_options(jax.devices()) == {"xla_backend_optimization_level": 1}
+    o1 = {"xla_backend_optimization_level": 1}
+    assert training.compiler_options(jax.devices()) == o1
     assert training.compiler_options([Accelerator()]) is None
-    trainer = training.Trainer(CONFIG)
-    assert trainer.compiler_options == training.compiler_options(jax.devices())
+    options, jit = [], jax.jit
+
+    def spy(fun, **kwargs):
+        options.append(kwargs.get("compiler_options"))
+        return jit(fun, **kwargs)
+
+    monkeypatch.setattr(jax, "jit", spy)
+    training.Trainer(CONFIG)
+    assert options == [o1, o1]  # the train step and the eval step
 
 
 def test_train_step_compiles_once_per_shape():
