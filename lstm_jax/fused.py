@@ -203,6 +203,8 @@ def _fused_bwd(unroll, operands, saved, cotangents):
     directions, time, batch, hidden = c_prev_all.shape
     embed = params["kernel"].shape[1]
     dtype = dys.dtype
+    # Transposed once here, not per step with `b_transposed`: given `U` as it lies, the
+    # float32 step's `dz U^T` took 28.2-28.7 us against 25.3 (bfloat16 level).
     u_transposed = jnp.swapaxes(params["recurrent_kernel"], 1, 2).astype(operands)
     dz_all = jnp.zeros((directions, time, batch, 4 * hidden), _bits(operands))
 
