@@ -145,9 +145,14 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     offset = 1.0 - slope
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
     bias = params["bias"][:, None]
-    xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype).at[:, -1].set(1.0)
+    # The loop writes every slot of these arrays, so their initial values are never read.
+    # The row of ones is set after the loop: set on the zeros here, XLA folded the whole
+    # initial array into a constant held by the executable (of every compiled shape) and
+    # copied out of it every step. The five stored arrays start from distinct values, or
+    # XLA merges their fills into one and copies it four times every step.
+    xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype)
     zeros = jnp.zeros((directions, batch, hidden), dtype)
-    stored = tuple(jnp.zeros((directions, time, batch, hidden), dtype) for _ in range(5))
+    stored = tuple(jnp.full((directions, time, batch, hidden), k, dtype) for k in range(5))
 
     def body(t, state):
         (h, c), stored, xh_T = state
@@ -166,6 +171,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     carry, stored, xh_T = jax.lax.fori_loop(
         0, time, body, ((zeros, zeros), stored, xh_T), unroll=unroll
     )
+    xh_T = xh_T.at[:, -1].set(1.0)
     h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], jnp.swapaxes(carry[0], 1, 2)[:, :, None]], 2)
     ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
     return ys, carry, (stored, xh_T)

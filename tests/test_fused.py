@@ -197,6 +197,31 @@ def test_bfloat16_matmuls_stay_bfloat16_in_the_compiled_gradient():
     assert all(pair == ("bf16", "bf16") for pair in operands), operands
 
 
+def _constant_sizes(compiled_hlo: str) -> list[int]:
+    """The element count of every array constant in an optimised HLO module."""
+    shapes = re.findall(r" = \w+\[([\d,]+)\]\S* constant\(", compiled_hlo)
+    return [int(np.prod([int(d) for d in shape.split(",")])) for shape in shapes]
+
+
+def test_compiled_gradient_holds_no_sequence_sized_constant():
+    """The forward pass sets the weight gradients' row of ones after its loop. Set on the
+    zeros before it, XLA folded the whole initial `[D, E + H + 1, time, batch]` array
+    into a constant: a copy of it in every compiled shape (327 MB over the IMDB job's 12
+    shapes) and a copy out of it in every step."""
+    params, xs = _inputs()
+    xs = jnp.tile(xs, (1, 8, 1))  # time 48
+    lengths = jnp.array([48, 0, 20], jnp.int32)
+    grad = jax.jit(
+        jax.grad(
+            lambda p, x: jnp.sum(recurrence.bidirectional("lstm", p, x, lengths)[0] ** 2),
+            argnums=(0, 1),
+        )
+    )
+    sizes = _constant_sizes(grad.lower(params, xs).compile().as_text())
+    assert sizes  # the gates' slopes at least
+    assert max(sizes) < xs.shape[0] * xs.shape[1], sizes
+
+
 def test_bfloat16_matmuls_need_the_fused_engine():
     params, xs = _inputs()
     with pytest.raises(ValueError, match="needs the fused engine"):
