@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cpu_devices is not None:  # also for the processes `bench` starts
             os.environ[host.ENV_DEVICES] = str(args.cpu_devices)
         host.configure(args.cpu_devices)
+        if args.command != "bench":  # the benchmark times compilation
+            host.use_compilation_cache()
         return args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Strict JAX settings for every test: rank promotion raises, float32 matmuls are exact;
-two CPU devices, so training runs data-parallel as it does on a 2-core host."""
+two CPU devices, so training runs data-parallel as it does on a 2-core host; no compilation
+cache for the commands the tests run."""
 
 import os
 
@@ -10,6 +11,7 @@ import jax
 from lstm_jax import host
 
 host.configure(cpu_devices=2, malloc=False)
+os.environ[host.ENV_CACHE] = "0"  # the CLI's compilation cache: not in the tests' home
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -98,3 +98,69 @@ def test_the_command_relaunches_train_with_one_arena_and_leaves_bench_alone(monk
         with pytest.raises(SystemExit):
             cli.entry()
     assert calls == [("train", True), ("summary", False)]  # bench workers get their own
+
+
+def test_compilation_cache_folder_follows_the_environment():
+    home_cache = host.compilation_cache_dir({})
+    assert home_cache is not None and home_cache.parts[-3:] == (".cache", "lstm_jax", "xla")
+    assert str(host.compilation_cache_dir({"XDG_CACHE_HOME": "/xdg"})) == "/xdg/lstm_jax/xla"
+    chosen = {host.ENV_CACHE: "/mine", "XDG_CACHE_HOME": "/xdg"}
+    assert str(host.compilation_cache_dir(chosen)) == "/mine"
+    assert host.compilation_cache_dir({host.ENV_CACHE: "0"}) is None
+
+
+def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.warns(UserWarning, match="LSTM_JAX_COMPILATION_CACHE"):
+        assert host.use_compilation_cache(tmp_path / "a_file" / "xla") is None
+    assert jax.config.jax_compilation_cache_dir is None  # this process: no cache
+
+
+_COMPILE_TWICE = """
+import sys
+import jax, jax.numpy as jnp
+from lstm_jax import host, recurrence
+from lstm_jax.cells import init_lstm
+host.CACHE_MIN_COMPILE_S = 0.0  # cache even this small program
+host.use_compilation_cache(sys.argv[1])
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **_: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None
+)
+params = init_lstm(jax.random.key(0), 3, 4)
+xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+loss = lambda p: jnp.sum(recurrence.rnn("lstm", p, xs, jnp.array([5, 2]))[0] ** 2)
+grads = jax.jit(jax.grad(loss))(params)
+print(len(hits), float(grads["kernel"].sum()))
+"""
+
+
+def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
+    import subprocess
+    import sys
+
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _COMPILE_TWICE, str(tmp_path / "xla")],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+        for _ in range(2)
+    ]  # fmt: skip
+    (first_hits, first_sum), (second_hits, second_sum) = runs
+    assert int(first_hits) == 0 and int(second_hits) >= 1
+    assert first_sum == second_sum
+    assert any((tmp_path / "xla").iterdir())
+
+
+def test_every_command_but_bench_uses_the_compilation_cache(monkeypatch):
+    from lstm_jax import cli
+
+    used = []
+    monkeypatch.setattr(host, "configure", lambda cpu_devices=None: 2)
+    monkeypatch.setattr(host, "use_compilation_cache", lambda: used.append(True))
+    monkeypatch.setattr(cli, "_summary", lambda args: 0)
+    monkeypatch.setattr(cli, "_bench", lambda args: 0)
+    assert cli.main(["bench", "--quick"]) == 0
+    assert not used
+    assert cli.main(["summary"]) == 0
+    assert used == [True]
