@@ -206,8 +206,8 @@ def _constant_sizes(compiled_hlo: str) -> list[int]:
 def test_compiled_gradient_holds_no_sequence_sized_constant():
     """The forward pass sets the weight gradients' row of ones after its loop. Set on the
     zeros before it, XLA folded the whole initial `[D, E + H + 1, time, batch]` array
-    into a constant: a copy of it in every compiled shape (327 MB over the IMDB job's 12
-    shapes) and a copy out of it in every step."""
+    into a constant: held by the executable of every compiled shape (the IMDB benchmark's
+    worker, 12 shapes, peaked 342 MB higher) and copied out of in every step."""
     params, xs = _inputs()
     xs = jnp.tile(xs, (1, 8, 1))  # time 48
     lengths = jnp.array([48, 0, 20], jnp.int32)
