@@ -115,15 +115,20 @@ def backends_started() -> bool:
 def compilation_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     """The compilation cache's folder for `env` (default: this process's environment):
     `$LSTM_JAX_COMPILATION_CACHE`, else `$XDG_CACHE_HOME/lstm_jax/xla`, else
-    `~/.cache/lstm_jax/xla`; None when `$LSTM_JAX_COMPILATION_CACHE` is "0"."""
+    `~/.cache/lstm_jax/xla`; None when `$LSTM_JAX_COMPILATION_CACHE` is "0", or when
+    neither it, `$XDG_CACHE_HOME` nor a home folder is known."""
     env = os.environ if env is None else env
     chosen = env.get(ENV_CACHE, "").strip()
     if chosen == "0":
         return None
     if chosen:
         return Path(chosen).expanduser()
-    base = env.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lstm_jax" / "xla"
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "lstm_jax" / "xla"
+    try:
+        return Path.home() / ".cache" / "lstm_jax" / "xla"
+    except RuntimeError:  # no $HOME and no user database entry
+        return None
 
 
 def use_compilation_cache(path: str | Path | None = None) -> Path | None:

@@ -100,13 +100,19 @@ def test_the_command_relaunches_train_with_one_arena_and_leaves_bench_alone(monk
     assert calls == [("train", True), ("summary", False)]  # bench workers get their own
 
 
-def test_compilation_cache_folder_follows_the_environment():
+def test_compilation_cache_folder_follows_the_environment(monkeypatch):
     home_cache = host.compilation_cache_dir({})
     assert home_cache is not None and home_cache.parts[-3:] == (".cache", "lstm_jax", "xla")
     assert str(host.compilation_cache_dir({"XDG_CACHE_HOME": "/xdg"})) == "/xdg/lstm_jax/xla"
     chosen = {host.ENV_CACHE: "/mine", "XDG_CACHE_HOME": "/xdg"}
     assert str(host.compilation_cache_dir(chosen)) == "/mine"
     assert host.compilation_cache_dir({host.ENV_CACHE: "0"}) is None
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(host.Path, "home", staticmethod(no_home))
+    assert host.compilation_cache_dir({}) is None  # no cache rather than a failed command
 
 
 def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path):
