@@ -138,7 +138,12 @@ def use_compilation_cache(path: str | Path | None = None) -> Path | None:
 
     Call before the first compilation: JAX decides once per process, at its first
     compilation, whether it uses a cache. A folder that cannot be made leaves the cache
-    off, with a warning that says how to choose another.
+    off, with a warning that says how to choose another. So does a machine whose XLA
+    rejects the programs it cached itself (XLA's CPU loader refuses any program compiled
+    with a CPU tuning flag the host does not list, such as `+prefer-no-gather` on many
+    Intel CPUs, with an error line per program): the first use of a folder on a machine
+    and JAX version checks that a program comes back from the disk, in a child process
+    (under a second here), and records the verdict in the folder.
     """
     folder = compilation_cache_dir() if path is None else Path(path).expanduser()
     if folder is None:
@@ -152,10 +157,83 @@ def use_compilation_cache(path: str | Path | None = None) -> Path | None:
             stacklevel=2,
         )
         return None
+    problem = _round_trip_verdict(folder)
+    if problem:
+        warnings.warn(
+            f"no compilation cache: this machine's XLA does not load the programs it "
+            f"caches ({problem}); set ${ENV_CACHE}=0 to skip this check",
+            stacklevel=2,
+        )
+        return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return folder
+
+
+_ROUND_TRIP = """
+import sys, jax, jax.numpy as jnp
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **_: hits.append(name) if name.endswith("/cache_hits") else None
+)
+f = jax.jit(lambda x: jnp.tanh(x) * 2.0)
+first = f(jnp.arange(3.0))
+jax.clear_caches()  # the second call compiles again, so it reads the disk
+second = f(jnp.arange(3.0))
+sys.exit(0 if hits and bool((first == second).all()) else 3)
+"""
+
+
+def _cache_round_trip() -> str | None:
+    """Compile a small program into a scratch cache in a child process, drop the child's
+    in-memory caches and run it again. None when it came back from the disk, else why not."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            child = subprocess.run(
+                [sys.executable, "-c", _ROUND_TRIP, scratch],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"the check could not run: {error}"
+    if child.returncode == 0:
+        return None
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"the check exited with {child.returncode}"
+
+
+def _machine_id() -> str:
+    """What the cached programs depend on besides JAX: the CPU's model and features."""
+    import hashlib
+
+    text = platform.machine() + platform.processor()
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+        text += "".join(line for line in info if line.startswith(("model name", "flags")))
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _round_trip_verdict(folder: Path) -> str | None:
+    """`_cache_round_trip()`'s verdict for this machine and JAX version, checked once and
+    recorded in `folder` (an empty file when the round trip worked)."""
+    import jaxlib
+
+    record = folder / f"round-trip-{jax.__version__}-{jaxlib.__version__}-{_machine_id()}.txt"
+    if record.exists():
+        return record.read_text().strip() or None
+    problem = _cache_round_trip()
+    try:
+        record.write_text(problem or "")
+    except OSError:
+        pass  # checked again next time
+    return problem
 
 
 def _on_glibc() -> bool:
