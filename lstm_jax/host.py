@@ -187,9 +187,11 @@ sys.exit(0 if hits and bool((first == second).all()) else 3)
 """
 
 
-def _cache_round_trip() -> str | None:
+def _cache_round_trip() -> tuple[str | None, bool]:
     """Compile a small program into a scratch cache in a child process, drop the child's
-    in-memory caches and run it again. None when it came back from the disk, else why not."""
+    in-memory caches and run it again. Returns (None, True) when it came back from the
+    disk, else (why not, whether that is a verdict worth keeping: not when the check
+    itself could not run)."""
     import subprocess
     import tempfile
 
@@ -200,11 +202,14 @@ def _cache_round_trip() -> str | None:
                 capture_output=True, text=True, timeout=120,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as error:
-            return f"the check could not run: {error}"
+            return f"the check could not run: {error}", False
     if child.returncode == 0:
-        return None
-    lines = [line for line in child.stderr.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else f"the check exited with {child.returncode}"
+        return None, True
+    lines = [line.strip() for line in child.stderr.splitlines() if line.strip()]
+    telling = [line for line in lines if "not supported on the host machine" in line]
+    telling += [line.split("UserWarning: ", 1)[1] for line in lines if "UserWarning: " in line]
+    why = (telling or lines or [f"the check exited with {child.returncode}"])[0]
+    return why[:300], True
 
 
 def _machine_id() -> str:
@@ -228,11 +233,12 @@ def _round_trip_verdict(folder: Path) -> str | None:
     record = folder / f"round-trip-{jax.__version__}-{jaxlib.__version__}-{_machine_id()}.txt"
     if record.exists():
         return record.read_text().strip() or None
-    problem = _cache_round_trip()
-    try:
-        record.write_text(problem or "")
-    except OSError:
-        pass  # checked again next time
+    problem, verdict = _cache_round_trip()
+    if verdict:
+        try:
+            record.write_text(problem or "")
+        except OSError:
+            pass  # checked again next time
     return problem
 
 

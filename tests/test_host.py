@@ -123,9 +123,14 @@ def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path):
 
 
 def test_a_machine_whose_xla_rejects_its_cached_programs_gets_no_cache(tmp_path, monkeypatch):
-    rejection = "Target machine feature +prefer-no-gather is not supported on the host machine."
+    stderr = (  # what XLA and JAX print there, the XLA line shortened
+        "E1127 cpu_aot_loader.cc:195] Loading XLA:CPU AOT result. Target machine feature "
+        "+prefer-no-gather is not supported on the host machine. Machine type used ...\n"
+        "compiler.py:782: UserWarning: Error reading persistent compilation cache entry\n"
+        "  warnings.warn(\n"
+    )
     monkeypatch.setattr(
-        host, "_ROUND_TRIP", f"import sys; sys.stderr.write({rejection!r}); sys.exit(3)"
+        host, "_ROUND_TRIP", f"import sys; sys.stderr.write({stderr!r}); sys.exit(3)"
     )
     with pytest.warns(UserWarning, match="prefer-no-gather"):
         assert host.use_compilation_cache(tmp_path) is None
@@ -137,6 +142,13 @@ def test_a_machine_whose_xla_rejects_its_cached_programs_gets_no_cache(tmp_path,
     monkeypatch.setattr(host, "_cache_round_trip", checked_again)
     with pytest.warns(UserWarning, match="prefer-no-gather"):
         assert host.use_compilation_cache(tmp_path) is None
+
+
+def test_a_check_that_could_not_run_is_not_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(host.sys, "executable", str(tmp_path / "no-python"))
+    with pytest.warns(UserWarning, match="could not run"):
+        assert host.use_compilation_cache(tmp_path / "xla") is None
+    assert not list((tmp_path / "xla").iterdir())  # checked again next time
 
 
 _COMPILE_TWICE = """
@@ -162,7 +174,7 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
     import subprocess
     import sys
 
-    problem = host._cache_round_trip()  # XLA's own loader, none of this project's code
+    problem, _ = host._cache_round_trip()  # XLA's own loader, none of this project's code
     if problem:
         pytest.skip(f"this machine's XLA does not load the programs it caches: {problem}")
     runs = [
