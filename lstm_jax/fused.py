@@ -145,11 +145,11 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     offset = 1.0 - slope
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
     bias = params["bias"][:, None]
-    # The loop writes every slot of these arrays, so their initial values are never read.
-    # The row of ones is set after the loop: set on the zeros here, XLA folded the whole
-    # initial array into a constant held by the executable (of every compiled shape) and
-    # copied out of it every step. The five stored arrays start from distinct values, or
-    # XLA merges their fills into one and copies it four times every step.
+    # The loop writes every slot of these arrays but the row of ones, so their initial
+    # values are never read. The row of ones is set after the loop: set on the zeros here,
+    # XLA folded the whole initial array into a constant held by the executable (of every
+    # compiled shape) and copied out of it every step. The five stored arrays start from
+    # distinct values, or XLA merges their fills into one and copies it four times a step.
     xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype)
     zeros = jnp.zeros((directions, batch, hidden), dtype)
     stored = tuple(jnp.full((directions, time, batch, hidden), k, dtype) for k in range(5))
