@@ -66,6 +66,7 @@ Achieved FLOP/s are set against a float32 matmul peak measured in the same run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -91,6 +92,7 @@ EMBED_DIM = 64
 DENSE_DIM = 64
 LEARNING_RATE = 1e-3
 WIDTHS = {"bilstm": (64,), "stacked": (64, 32)}  # lstm_jax.models.KINDS, without importing jax
+MATMUL_DTYPES = ("float32", "bfloat16")  # lstm_jax.recurrence.MATMUL_DTYPES, likewise
 IMPLS = (
     "lstm_jax",
     "lstm_jax-1dev",
@@ -651,19 +653,19 @@ def _serve_peak() -> None:
     send(out)
 
 
-def _serve_imdb(archive: str | None, examples: int | None, epochs: int) -> None:
-    """Time `epochs` epochs of the main job's single BiLSTM (config `imdb_bilstm`) over
-    all 25,000 training reviews (the validation slice included), whole reviews, after a
-    warm-up of one step per padded shape. The first epoch still meets each shape's first
-    steps after compilation; the later ones are what every epoch of a run after the
-    first costs."""
+def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_dtype: str) -> None:
+    """Time `epochs` epochs of the main job's single BiLSTM (config `imdb_bilstm`, with
+    `matmul_dtype` matmul inputs) over all 25,000 training reviews (the validation slice
+    included), whole reviews, after a warm-up of one step per padded shape. The first
+    epoch still meets each shape's first steps after compilation; the later ones are
+    what every epoch of a run after the first costs."""
     send = _worker_channel()
     import jax
 
     from lstm_jax import configs, training
     from lstm_jax import data as data_lib
 
-    config = configs.get("imdb_bilstm")
+    config = dataclasses.replace(configs.get("imdb_bilstm"), matmul_dtype=matmul_dtype)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         run = training.prepare_data(config, Path(workdir), archive)
@@ -699,6 +701,7 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int) -> None:
     send({
         "status": "ok",
         "examples": reviews,
+        "matmul_dtype": matmul_dtype,
         "batches": len(batches),
         "shapes": sorted(s[1] for s in shapes),
         "padding_fraction": data_lib.padding_fraction(batches),
@@ -965,6 +968,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--imdb-epochs", type=int, default=2,
         help="timed IMDB epochs (the table shows each; the last is the steady state)",
     )  # fmt: skip
+    parser.add_argument(
+        "--imdb-matmul-dtype", default="float32", choices=MATMUL_DTYPES,
+        help="the IMDB epochs' matmul inputs (float32: the main job's config as it is)",
+    )  # fmt: skip
     parser.add_argument("--no-imdb", action="store_true", help="skip the IMDB epochs")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/...)")
     parser.add_argument("--quick", action="store_true", help="smoke run: T=32, 1 round, 2 steps")
@@ -1025,11 +1032,15 @@ def run_benchmark(
         why = "--no-imdb" if options.no_imdb else "no --imdb-archive / $LSTM_JAX_IMDB_ARCHIVE"
         results["imdb"] = {"status": "skipped", "reason": why}
     else:
-        log(f"IMDB epochs (bilstm, the main job's config) x{options.imdb_epochs} ...")
+        log(
+            f"IMDB epochs (bilstm, the main job's config, {options.imdb_matmul_dtype} "
+            f"matmul inputs) x{options.imdb_epochs} ..."
+        )
         args = ["imdb", "--archive", str(Path(archive).expanduser().absolute())]
         if options.imdb_examples:
             args += ["--examples", str(options.imdb_examples)]
         args += ["--epochs", str(options.imdb_epochs)]
+        args += ["--matmul-dtype", options.imdb_matmul_dtype]
         results["imdb"] = _single(args)
     results["seconds"] = time.perf_counter() - started
     return results
@@ -1115,8 +1126,10 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append("")
     if imdb.get("status") == "ok":
         epochs = ", ".join(f"{e:.1f}" for e in imdb["epochs_s"])
+        dtype = imdb.get("matmul_dtype", "float32")
+        config = "main job config" + ("" if dtype == "float32" else f", {dtype} matmul inputs")
         lines.append(
-            f"IMDB epoch (bilstm, main job config): {imdb['examples']:,} reviews in "
+            f"IMDB epoch (bilstm, {config}): {imdb['examples']:,} reviews in "
             f"{imdb['batches']} batches, {epochs} s (epochs in order), "
             f"{imdb['reviews_per_s']:,.0f} reviews/s (the last), "
             f"padding {100 * imdb['padding_fraction']:.1f}%, "
@@ -1178,6 +1191,7 @@ def _worker_main(argv: Sequence[str]) -> None:
     parser.add_argument("--archive")
     parser.add_argument("--examples", type=int)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--matmul-dtype", choices=MATMUL_DTYPES, default="float32")
     args = parser.parse_args(argv)
     from lstm_jax import host
 
@@ -1189,7 +1203,7 @@ def _worker_main(argv: Sequence[str]) -> None:
     elif args.role == "peak":
         _serve_peak()
     else:
-        _serve_imdb(args.archive, args.examples, args.epochs)
+        _serve_imdb(args.archive, args.examples, args.epochs, args.matmul_dtype)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,25 @@ def test_imdb_epochs_on_a_small_archive(tiny_imdb, tmp_path, capsys):
     assert imdb["examples"] == reviews  # the whole training split, validation slice included
     assert len(imdb["epochs_s"]) == 2 and imdb["epoch_s"] == imdb["epochs_s"][1] > 0
     assert imdb["recompiles"] == 0 and 0.0 <= imdb["padding_fraction"] < 1.0
+    assert imdb["matmul_dtype"] == "float32"  # the main job's config as it is
     assert "IMDB epoch (bilstm, main job config)" in capsys.readouterr().out
+
+
+def test_imdb_epochs_with_bfloat16_matmul_inputs(tiny_imdb, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", "lstm_jax"]
+    archive = ["--imdb-archive", str(tiny_imdb), "--imdb-epochs", "1"]
+    dtype = ["--imdb-matmul-dtype", "bfloat16"]
+    assert benchmark.main([*argv, *archive, *dtype, "--out", str(out)]) == 0
+    imdb = json.loads(out.read_text())["imdb"]
+    assert imdb["status"] == "ok" and imdb["matmul_dtype"] == "bfloat16", imdb
+    assert "main job config, bfloat16 matmul inputs" in capsys.readouterr().out
+
+
+def test_benchmark_knows_the_library_matmul_dtypes():
+    from lstm_jax import recurrence
+
+    assert benchmark.MATMUL_DTYPES == recurrence.MATMUL_DTYPES
 
 
 def test_imdb_epochs_must_be_positive():
