@@ -39,11 +39,12 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
 
-Every worker process starts with one glibc malloc arena
-(`GLIBC_TUNABLES=glibc.malloc.arena_max=1`) and first tunes malloc
-(`lstm_jax.host.tune_malloc`: large blocks are reused, not mapped anew each step), so all
-implementations run under the same allocator settings, the ones `lstm-jax train` gives
-itself (`lstm_jax.host`; `LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone). Each
+Every worker process first tunes malloc (`lstm_jax.host.tune_malloc`: large blocks are
+reused, not mapped anew each step) and, but for Keras-TF's, starts with one glibc malloc
+arena (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`): the allocator settings `lstm-jax
+train` gives itself (`lstm_jax.host`), under which PyTorch, Flax and Keras on JAX also run
+faster, while TensorFlow runs slower with one arena (`DEFAULT_ARENAS`).
+`LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone for all. Each
 (workload, length) cell starts one worker process per implementation. After every worker
 has compiled and warmed up (`--warmup` steps, 6 by default: with one malloc arena the heap
 grows for the first 4-5 steps of a large step, some of them 3x slower, then holds),
@@ -107,6 +108,12 @@ IMPLS = (
     "jax-cudnn",
 )
 OURS = "lstm_jax"
+# Implementations whose workers keep glibc's default malloc arenas: TensorFlow's threads
+# queue on one arena (Keras-TF's BiLSTM step at T = 256 took 136-159 ms with one, 95-114
+# ms without, two plain processes each), where PyTorch, Flax and Keras on JAX ran 20-25%
+# faster with one (PyTorch 59 against 74 ms, Flax 121 against 154, Keras-JAX 122 against
+# 159; all with `host.tune_malloc`, which alone left Keras-TF at 96-98 ms).
+DEFAULT_ARENAS = ("keras-tf",)
 REMAT = "lstm_jax-remat"
 PEAK_SIZE = 2048
 ROUND_SECONDS = 0.5  # `--steps` auto: about this much timed work per round
@@ -786,12 +793,13 @@ class Worker:
         return f"; stderr ends:\n{text[-ERROR_TAIL:]}" if text else ""
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(impl: str | None = None) -> dict[str, str]:
+    """The environment of a worker process (of `impl`'s, when it runs one)."""
     from lstm_jax import host
 
     env = dict(os.environ)
-    if env.get(host.ENV_TUNABLES) != "0":  # every implementation: `lstm-jax train`'s malloc
-        env = host.tuned_environment(env)
+    if env.get(host.ENV_TUNABLES) != "0" and impl not in DEFAULT_ARENAS:
+        env = host.tuned_environment(env)  # `lstm-jax train`'s malloc
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several processes share a GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -806,14 +814,14 @@ def _run_cell(
     workload: str, length: int, impls: Sequence[str], options: argparse.Namespace, log
 ) -> list[dict[str, Any]]:
     """All implementations on one (workload, length): warm up each, then alternate."""
-    env = _worker_env()
     rows = {
         impl: {"workload": workload, "length": length, "batch": options.batch, "impl": impl}
         for impl in impls
     }
     args = ["cell", "--workload", workload, "--batch", str(options.batch), "--length", str(length)]
     workers = {  # start in parallel
-        impl: Worker([*args, "--impl", impl], _keras_backend(env, impl)) for impl in impls
+        impl: Worker([*args, "--impl", impl], _keras_backend(_worker_env(impl), impl))
+        for impl in impls
     }
     alive: dict[str, Worker] = {}
 

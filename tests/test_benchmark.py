@@ -93,6 +93,18 @@ def test_benchmark_knows_the_library_matmul_dtypes():
     assert benchmark.MATMUL_DTYPES == recurrence.MATMUL_DTYPES
 
 
+def test_workers_get_one_malloc_arena_but_keras_tf(monkeypatch):
+    from lstm_jax import host
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv(host.ENV_TUNABLES, raising=False)
+    assert host.one_arena(benchmark._worker_env("torch"))
+    assert host.one_arena(benchmark._worker_env("lstm_jax"))
+    assert not host.one_arena(benchmark._worker_env("keras-tf"))
+    monkeypatch.setenv(host.ENV_TUNABLES, "0")  # opted out: no tunables for any worker
+    assert "GLIBC_TUNABLES" not in benchmark._worker_env("torch")
+
+
 def test_imdb_epochs_must_be_positive():
     with pytest.raises(ValueError, match="--imdb-epochs must be at least 1"):
         benchmark.main(["--quick", "--imdb-epochs", "0", "--no-imdb"])
