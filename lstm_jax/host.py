@@ -28,8 +28,10 @@ README has the benchmark's numbers and command):
   (`lstm-jax train --config imdb_bilstm`) from 285 s to 250 s. The costs, also measured:
   threads that allocate in parallel queue on the one arena, the tokenizer's most (data
   preparation 25 s to 71 s), so `training.prepare_data` runs in a child process with the
-  default arenas when this process has one (`one_arena`); XLA compiles about 20% slower
-  (the IMDB job's 12 shapes 21 s to 28-29 s); the `remat` engine's step is 10-25%
+  default arenas when this process has one (`one_arena`); XLA compiles slower, since its
+  two compiling threads queue on the arena too (the IMDB job's 12 shapes 21 s to 28-29 s;
+  the stacked model's step 2.2-3.5 s against 1.6-2.1 s, and 2.9-3.5 s either way on one
+  core); the `remat` engine's step is 10-25%
   slower, and a short fused step whose temporaries fit the thread arenas anyway a few
   percent (BiLSTM, T=128: 32.7-36.5 against 31.7-32.6 ms), for reasons not found. So
   only `lstm-jax train`, whose default engine gains, asks for one arena. The process also
