@@ -708,7 +708,7 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_d
     send({
         "status": "ok",
         "examples": reviews,
-        "matmul_dtype": matmul_dtype,
+        "matmul_dtype": trainer.config.matmul_dtype,  # the config the steps were built from
         "batches": len(batches),
         "shapes": sorted(s[1] for s in shapes),
         "padding_fraction": data_lib.padding_fraction(batches),
