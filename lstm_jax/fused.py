@@ -262,6 +262,22 @@ def _stacked(*params: Any) -> Params:
 # ----------------------------------------------------------------------------------
 # Public layers: time-major in, time-major out (recurrence does the batch-major faces).
 # ----------------------------------------------------------------------------------
+KERNELS = ("loop", "pallas", "interpret")
+
+
+def _run(kernel: str, params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
+    """The core on `kernel`: "loop" is `_fused` above; "pallas" the GPU kernels of
+    `lstm_jax.pallas_lstm`, the same function ("interpret": those in Pallas' interpret
+    mode, on any backend, slow: for checking them without a GPU)."""
+    if kernel == "loop":
+        return _fused(params, x_DTBE, m_DTB, unroll, operands)
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {list(KERNELS)}")
+    from lstm_jax import pallas_lstm  # Pallas is imported only where it runs
+
+    return pallas_lstm.lstm_core(params, x_DTBE, m_DTB, operands, interpret=kernel == "interpret")
+
+
 def _operands(xs_TBE: Array, matmul_dtype: Any) -> Any:
     """The matmuls' input dtype: `matmul_dtype`, or the inputs' own when None."""
     return jnp.dtype(xs_TBE.dtype if matmul_dtype is None else matmul_dtype)
@@ -275,6 +291,7 @@ def lstm_layer_tm(
     reverse: bool = False,
     unroll: int = 1,
     matmul_dtype: Any = None,
+    kernel: str = "loop",
 ):
     """One LSTM direction over `<float>[time, batch, E]` with `<bool>[time, batch]` mask.
 
@@ -283,12 +300,14 @@ def lstm_layer_tm(
     `matmul_dtype` (e.g. `jnp.bfloat16`) casts the inputs of every matmul, forward and
     backward (the bias gradient is one of them: a row of ones in the weight gradients'
     matmul); they still accumulate, and the gates and the cell state are computed, in
-    the dtype of `xs_TBE`. None keeps every matmul in that dtype.
+    the dtype of `xs_TBE`. None keeps every matmul in that dtype. `kernel` (one of
+    `KERNELS`) picks what runs the loops: this module's `lax` loops, or the Pallas GPU
+    kernels of `lstm_jax.pallas_lstm` (`unroll` is then unused).
     """
     if reverse:
         xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)
     operands = _operands(xs_TBE, matmul_dtype)
-    ys, (h, c) = _fused(_stacked(params), xs_TBE[None], mask_TB[None], unroll, operands)
+    ys, (h, c) = _run(kernel, _stacked(params), xs_TBE[None], mask_TB[None], unroll, operands)
     return (_flip(ys[0]) if reverse else ys[0]), (h[0], c[0])
 
 
@@ -300,14 +319,16 @@ def lstm_bidirectional_tm(
     *,
     unroll: int = 1,
     matmul_dtype: Any = None,
+    kernel: str = "loop",
 ):
     """Both LSTM directions in one loop over `<float>[time, batch, E]`.
 
     Returns `(ys_fwd <float>[time, batch, H], ys_bwd <float>[time, batch, H],
-    (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it; `matmul_dtype` as
-    in `lstm_layer_tm`.
+    (carry_fwd, carry_bwd))`, each as `recurrence.rnn` would give it; `matmul_dtype` and
+    `kernel` as in `lstm_layer_tm`.
     """
-    ys, (h, c) = _fused(
+    ys, (h, c) = _run(
+        kernel,
         _stacked(params_fwd, params_bwd),
         jnp.stack([xs_TBE, _flip(xs_TBE)]),
         jnp.stack([mask_TB, _flip(mask_TB)]),

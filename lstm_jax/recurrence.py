@@ -9,9 +9,13 @@ through a hand-written backward pass, both directions of a bidirectional layer i
 scan; `"scan"` runs every cell through the generic masked `lax.scan` (the reference);
 `"remat"` is that scan with each step rematerialised (`jax.checkpoint`): the backward pass
 recomputes the gates from the stored carries, so activation memory drops to the carries,
-for long sequences. Other cells, or an explicit `initial_carry`, take the generic scan.
-Choose per call with `engine=` or for the process with `set_engine`. The fused engine
-also takes `matmul_dtype="bfloat16"`: bfloat16 inputs to its matmuls, with float32
+for long sequences; `"pallas"` is the fused engine with its two loops as Pallas GPU kernels
+(`lstm_jax.pallas_lstm`: the recurrent weights held on chip across the steps) on a GPU
+backend, and the fused engine's `lax` loops elsewhere, or for a layer the kernels do not
+take (a hidden size that is not a power of two from 16 up). Other cells, or an explicit
+`initial_carry`, take the generic scan.
+Choose per call with `engine=` or for the process with `set_engine`. The fused engines
+also take `matmul_dtype="bfloat16"`: bfloat16 inputs to its matmuls, with float32
 accumulation, gates and cell state (`lstm_jax.fused`).
 
 Conventions of the public functions:
@@ -39,7 +43,8 @@ from lstm_jax.cells import CellSpec, get_cell, lstm_cell
 
 Array = jax.Array
 
-ENGINES = ("fused", "scan", "remat")
+ENGINES = ("fused", "pallas", "scan", "remat")
+FUSED_ENGINES = ("fused", "pallas")
 _engine = "fused"
 
 
@@ -76,21 +81,32 @@ def _use_fused(
     initial_carry: Any = None,
     matmul_dtype: str | None = None,
 ) -> bool:
-    """Whether the fused LSTM runs this layer: the LSTM cell, from a zero carry.
+    """Whether the fused LSTM runs this layer: the LSTM cell, from a zero carry, on a
+    fused engine (`FUSED_ENGINES`).
 
     A `matmul_dtype` other than float32 exists only there, so asking for it elsewhere
     is an error rather than a silent float32 run.
     """
-    fused_ok = _check_engine(engine) == "fused" and spec.step is lstm_cell
+    fused_ok = _check_engine(engine) in FUSED_ENGINES and spec.step is lstm_cell
     fused_ok = fused_ok and initial_carry is None
     if _check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
         raise ValueError(
-            f"matmul_dtype={matmul_dtype!r} needs the fused engine: the 'lstm' cell from a "
-            f"zero carry with engine='fused' (got cell {spec.name!r}, engine "
+            f"matmul_dtype={matmul_dtype!r} needs a fused engine: the 'lstm' cell from a "
+            f"zero carry with engine 'fused' or 'pallas' (got cell {spec.name!r}, engine "
             f"{_check_engine(engine)!r}, initial_carry given: {initial_carry is not None}); "
             "use matmul_dtype=None for the others"
         )
     return fused_ok
+
+
+def _kernel(engine: str | None, hidden: int, dtype: Any) -> str:
+    """What runs a fused layer's loops (`fused.KERNELS`): the Pallas kernels for engine
+    "pallas" on a GPU where they take the layer, the `lax` loops otherwise."""
+    if _check_engine(engine) != "pallas":
+        return "loop"
+    from lstm_jax import pallas_lstm
+
+    return "pallas" if pallas_lstm.on_gpu() and pallas_lstm.supported(hidden, dtype) else "loop"
 
 
 def time_major(x: Array) -> Array:
@@ -187,7 +203,7 @@ def rnn(
       unroll: `lax.scan`'s unroll factor.
       engine: one of `ENGINES`; None takes the process default (`set_engine`).
       matmul_dtype: None or "float32", or "bfloat16" for bfloat16 matmul inputs (the
-        fused engine only).
+        fused engines only).
 
     Returns:
       `(ys <float>[batch, time, H], final_carry)`; `ys` is zero on padded steps.
@@ -203,6 +219,7 @@ def rnn(
             reverse=reverse,
             unroll=unroll,
             matmul_dtype=matmul_dtype,
+            kernel=_kernel(engine, params["recurrent_kernel"].shape[0], xs_BTE.dtype),
         )
         return time_major(ys_TBH), carry
     if initial_carry is None:
@@ -249,6 +266,7 @@ def bidirectional(
             step_mask(lengths_B, xs_BTE.shape[1]),
             unroll=unroll,
             matmul_dtype=matmul_dtype,
+            kernel=_kernel(engine, params["forward"]["recurrent_kernel"].shape[0], xs_BTE.dtype),
         )
         return time_major(jnp.concatenate([ys_fwd, ys_bwd], axis=-1)), carries
     kwargs = dict(unroll=unroll, engine=engine)

@@ -224,7 +224,7 @@ def test_compiled_gradient_holds_no_sequence_sized_constant():
 
 def test_bfloat16_matmuls_need_the_fused_engine():
     params, xs = _inputs()
-    with pytest.raises(ValueError, match="needs the fused engine"):
+    with pytest.raises(ValueError, match="needs a fused engine"):
         recurrence.bidirectional(
             "lstm", params, xs, LENGTHS, engine="scan", matmul_dtype="bfloat16"
         )
