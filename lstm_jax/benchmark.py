@@ -35,6 +35,9 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
   torch             `nn.LSTM(bidirectional=True, batch_first=True)` on packed sequences
                     (`pack_padded_sequence`: the padding-correct model), `torch.optim.Adam`.
   torch-nopack      the same on plain padded tensors (right only for full-length batches).
+  lstm_jax-pallas   ours, engine "pallas": the fused engine's loops as Pallas GPU kernels
+                    (`lstm_jax.pallas_lstm`); GPU only, skipped elsewhere, where that
+                    engine is the fused one.
   jax-cudnn         `jax.experimental.rnn.lstm` (cuDNN); GPU only, skipped elsewhere.
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
@@ -105,6 +108,7 @@ IMPLS = (
     "keras-tf",
     "torch",
     "torch-nopack",
+    "lstm_jax-pallas",
     "jax-cudnn",
 )
 OURS = "lstm_jax"
@@ -286,6 +290,11 @@ def _lstm_jax(
     from lstm_jax.config import TrainConfig
     from lstm_jax.data import Batch
 
+    if engine == "pallas" and jax.default_backend() != "gpu":
+        raise Skip(
+            f"engine 'pallas' runs its kernels on a GPU only; on {jax.default_backend()} it is "
+            "the fused engine, timed as lstm_jax"
+        )
     recurrence.set_engine(engine)
     batch_size = data["tokens"].shape[0]
     config = TrainConfig(
@@ -547,6 +556,7 @@ BUILDERS: dict[str, Callable[[str, dict[str, np.ndarray]], Runner]] = {
     "lstm_jax-1dev": lambda w, d: _lstm_jax(w, d, "fused"),
     "lstm_jax-scan": lambda w, d: _lstm_jax(w, d, "scan"),
     "lstm_jax-bf16": lambda w, d: _lstm_jax(w, d, "fused", matmul_dtype="bfloat16"),
+    "lstm_jax-pallas": lambda w, d: _lstm_jax(w, d, "pallas"),
     REMAT: lambda w, d: _lstm_jax(w, d, "remat"),
     "flax": _flax,
     "keras-jax": lambda w, d: _keras(w, d, mask=True),

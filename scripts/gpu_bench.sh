@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark on a lent NVIDIA GPU machine (H100): a fresh venv, the CUDA and bench
-# extras, then bilstm + stacked at T = 128, 256, 1024 against every implementation
-# (jax-cudnn and torch included). About 8 minutes: install ~3-4, benchmark <= 4.
+# extras, then bilstm + stacked at T = 128, 256, 1024 against every implementation (our
+# Pallas kernels, jax-cudnn and torch included). About 8 minutes: install ~3-4, benchmark
+# <= 4.
 #
 #     bash scripts/gpu_bench.sh                    # results in benchmarks/results/
 #     OUT=/some/dir bash scripts/gpu_bench.sh      # bench.json, bench.md, nvidia-smi.txt there
@@ -44,12 +45,14 @@ for candidate in "$archive" shared/data/aclImdb_labeled.tar.gz ../shared/data/ac
   if [ -n "$candidate" ] && [ -e "$candidate" ]; then imdb=(--imdb-archive "$candidate"); break; fi
 done
 
+impls=lstm_jax,lstm_jax-pallas,lstm_jax-scan,flax,keras-jax,keras-jax-nomask
+impls+=,torch,torch-nopack,jax-cudnn
 echo "== benchmark at $((SECONDS - started)) s"
 set +e
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
 timeout "${BENCH_TIMEOUT:-260}" "$VENV/bin/python" scripts/benchmark.py \
   --workloads bilstm,stacked --lengths 128,256,1024 --batch 64 --rounds 3 --warmup 3 \
-  --impls lstm_jax,lstm_jax-scan,flax,keras-jax,keras-jax-nomask,torch,torch-nopack,jax-cudnn \
+  --impls "$impls" \
   "${imdb[@]}" --out "$OUT_DIR/bench.json" ${BENCH_ARGS:-} | tee "$OUT_DIR/bench.md"
 status=${PIPESTATUS[0]}
 set -e

@@ -31,14 +31,14 @@ def test_unknown_impl_is_a_usage_error(capsys):
 
 def test_quick_run_reports_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    impls = "lstm_jax,jax-cudnn,keras-tf"
+    impls = "lstm_jax,jax-cudnn,keras-tf,lstm_jax-pallas"
     argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", impls]
     assert benchmark.main([*argv, "--no-imdb", "--out", str(out)]) == 0
 
     results = json.loads(out.read_text())
     assert {"date", "command", "machine", "peak", "cells", "imdb"} <= set(results)
     assert results["peak"]["jax_default_gflops"] > 0
-    ours, cudnn, keras_tf = results["cells"]
+    ours, cudnn, keras_tf, pallas = results["cells"]
     assert ours["impl"] == "lstm_jax" and ours["status"] == "ok", ours
     assert (ours["workload"], ours["length"], ours["batch"]) == ("bilstm", 32, 2)
     assert ours["params"] == ours["params_expected"] == 598_209
@@ -49,6 +49,7 @@ def test_quick_run_reports_table_and_json(tmp_path, capsys):
     for key in ("first_step_s", "compile_s", "xla_temp_mb", "rss_mb", "gflops_per_s", "loss0"):
         assert key in ours, key
     assert cudnn["status"] in ("ok", "skipped")  # skipped without a GPU
+    assert pallas["status"] in ("ok", "skipped")  # likewise
     if keras_tf["status"] == "ok":  # with the bench-tf extra: Keras on TensorFlow, same model
         assert keras_tf["params"] == 598_209 and keras_tf["ms_per_step"] > 0
     else:  # without it, a skip that says how to install it
