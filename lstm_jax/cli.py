@@ -9,13 +9,13 @@ import sys
 
 from lstm_jax import benchmark, configs, host
 from lstm_jax.cells import CELLS
-from lstm_jax.recurrence import MATMUL_DTYPES
+from lstm_jax.recurrence import ENGINES, MATMUL_DTYPES
 
 PAD_DEMO = 1000  # extra pad tokens in `predict --show-padding`
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lstm_jax import training
+    from lstm_jax import recurrence, training
 
     overrides = {
         k: v
@@ -35,6 +35,7 @@ def _train(args: argparse.Namespace) -> int:
         if v is not None
     }
     config = configs.get(args.config, model=args.model).replace(**overrides)
+    previous_engine = recurrence.set_engine(args.engine or "fused")
     try:
         results = training.fit(
             config,
@@ -47,6 +48,8 @@ def _train(args: argparse.Namespace) -> int:
     except training.Interrupted as stop:
         print(stop, file=sys.stderr)
         return 130
+    finally:
+        recurrence.set_engine(previous_engine)
     print(json.dumps(results, indent=2))
     return 0
 
@@ -175,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MATMUL_DTYPES,
         default=None,
         help="bfloat16: bfloat16 inputs to the recurrent matmuls (float32 state)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="recurrence engine (default fused; pallas: Pallas kernels on a GPU)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lstm_jax import data as data_lib
-from lstm_jax import training
+from lstm_jax import recurrence, training
 from lstm_jax.cli import main
 from lstm_jax.config import TrainConfig
 from lstm_jax.predict import Predictor
@@ -236,6 +236,21 @@ def test_cli_train_passes_the_matmul_dtype_to_the_config(tmp_path, monkeypatch, 
     assert seen["c"].matmul_dtype == "bfloat16"
     with pytest.raises(SystemExit):  # argparse: not a choice
         main([*argv[:-1], "float16"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_train_runs_on_the_engine_asked_for(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(
+        training, "fit", lambda *a, **k: seen.append(recurrence.set_engine("scan")) or {}
+    )
+    argv = ["train", "--workdir", str(tmp_path), "--quiet"]
+    assert main([*argv, "--engine", "pallas"]) == 0
+    assert main(argv) == 0
+    assert seen == ["pallas", "fused"]
+    assert recurrence.set_engine("fused") == "fused"  # and the process default is back
+    with pytest.raises(SystemExit):  # argparse: not a choice
+        main([*argv, "--engine", "cudnn"])
     assert "invalid choice" in capsys.readouterr().err
 
 
