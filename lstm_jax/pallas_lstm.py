@@ -30,6 +30,11 @@ them for CUDA with `jax.export`, which runs Pallas' Triton lowering; Triton's ow
 compilation and the speed were never checked here (`scripts/gpu_bench.sh` measures both as
 `lstm_jax-pallas`). So `recurrence` takes these kernels only for `engine="pallas"` on a
 GPU backend; elsewhere that engine falls back to the `fused` loop.
+
+Why Triton: it runs on Ampere and newer GPUs and its block programs lower completely in
+jax 0.10 (tested as above). JAX's documentation now calls Pallas' Triton backend
+best-effort and deprecates it from jax 0.11 in favour of Mosaic GPU (Hopper and newer);
+a port to Mosaic GPU is the next step once a GPU is at hand to develop it on.
 """
 
 from __future__ import annotations
