@@ -137,6 +137,17 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     transposed, as column t of `xh_T <[D, E + H + 1, time, batch]>`, whose last row is
     ones: the left operand of the weight and bias gradients' matmul, which then runs on it
     as it lies. The outputs `y_t` are read back from it after the loop.
+
+    `xh_T` holds the matmul's input as the matmul takes it, in `operands` (a 16-bit dtype
+    through its unsigned integer view, `_bits`, as the backward pass stores `dz`). With
+    bfloat16 operands the step's concatenation and cast are one op, the weight gradients'
+    matmul needs no conversion pass over `xh_T` after the loop, and `xh_T` is half the
+    size. Measured (2 CPU devices, bfloat16 train step, T = 256, both versions in one
+    process, alternating): 0-6.5% faster, 2.5% in the median of nine paired probes of
+    the two models; 7-10% less step memory. So in that mode the outputs `y_t`, read from
+    it, are the bfloat16 values the next layer's matmul takes (the last one rounded to
+    match); the final carries stay in the input dtype. Float32 compiles to the same ops
+    as before.
     """
     directions, time, batch, embed = x_DTBE.shape
     hidden = params["recurrent_kernel"].shape[1]
@@ -150,13 +161,14 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     # XLA folded the whole initial array into a constant held by the executable (of every
     # compiled shape) and copied out of it every step. The five stored arrays start from
     # distinct values, or XLA merges their fills into one and copies it four times a step.
-    xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), dtype)
+    bits = _bits(operands)
+    xh_T = jnp.zeros((directions, embed + hidden + 1, time, batch), bits)
     zeros = jnp.zeros((directions, batch, hidden), dtype)
     stored = tuple(jnp.full((directions, time, batch, hidden), k, dtype) for k in range(5))
 
     def body(t, state):
         (h, c), stored, xh_T = state
-        xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1)
+        xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1).astype(operands)
         z = _bmm(xh, wu, operands, dtype) + bias
         act = offset + slope * jnp.tanh(slope * z)
         i, f, g, o = jnp.split(act, 4, axis=-1)
@@ -165,14 +177,17 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
         h_new = jnp.where(m, o * jnp.tanh(c_new), h)
         c_new = jnp.where(m, c_new, c)
         stored = tuple(_put(a, v, t) for a, v in zip(stored, (i, f, g, o, c), strict=True))
-        xh_T = jax.lax.dynamic_update_slice(xh_T, jnp.swapaxes(xh, 1, 2)[:, :, None], (0, 0, t, 0))
+        xh_bits = jax.lax.bitcast_convert_type(jnp.swapaxes(xh, 1, 2), bits)
+        xh_T = jax.lax.dynamic_update_slice(xh_T, xh_bits[:, :, None], (0, 0, t, 0))
         return (h_new, c_new), stored, xh_T
 
     carry, stored, xh_T = jax.lax.fori_loop(
         0, time, body, ((zeros, zeros), stored, xh_T), unroll=unroll
     )
-    xh_T = xh_T.at[:, -1].set(1.0)
-    h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], jnp.swapaxes(carry[0], 1, 2)[:, :, None]], 2)
+    xh_T = xh_T.at[:, -1].set(jax.lax.bitcast_convert_type(jnp.ones((), operands), bits))
+    xh_T = jax.lax.bitcast_convert_type(xh_T, operands)
+    h_last = jnp.swapaxes(carry[0], 1, 2)[:, :, None].astype(operands)  # rounded as the rest
+    h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], h_last], 2).astype(dtype)
     ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
     return ys, carry, (stored, xh_T)
 
@@ -300,7 +315,9 @@ def lstm_layer_tm(
     `matmul_dtype` (e.g. `jnp.bfloat16`) casts the inputs of every matmul, forward and
     backward (the bias gradient is one of them: a row of ones in the weight gradients'
     matmul); they still accumulate, and the gates and the cell state are computed, in
-    the dtype of `xs_TBE`. None keeps every matmul in that dtype. `kernel` (one of
+    the dtype of `xs_TBE`; the outputs `ys` come back rounded to `matmul_dtype` (the
+    inputs of the next layer's matmul), the final carry unrounded. None keeps every
+    matmul in that dtype. `kernel` (one of
     `KERNELS`) picks what runs the loops: this module's `lax` loops, or the Pallas GPU
     kernels of `lstm_jax.pallas_lstm` (`unroll` is then unused).
     """

@@ -140,7 +140,7 @@ def _forward_kernel(
             gates_ref[t, k] = gate
         c_prev_ref[t] = c
         h_prev_ref[t] = h
-        y_ref[t] = jnp.where(real, h_new, 0.0)
+        y_ref[t] = jnp.where(real, h_new.astype(operands).astype(jnp.float32), 0.0)  # as `fused`
         return jnp.where(real, h_new, h), jnp.where(real, c_new, c)
 
     zeros = jnp.zeros(h_last_ref.shape, jnp.float32)

@@ -169,6 +169,23 @@ def test_bfloat16_matmuls_stay_close_to_float32(layer):
         assert 0.0 < diff < 2e-2 * scale  # rounded (so bfloat16 ran), but only slightly
 
 
+def test_bfloat16_matmuls_round_the_outputs_not_the_final_carry():
+    """The outputs come back as the bfloat16 values the next layer's matmul takes (the
+    forward pass stores them so); the final carry, which the classifier's head reads,
+    is float32."""
+    params, xs = _inputs()
+    ys, (carry_fwd, _) = recurrence.bidirectional(
+        "lstm", params, xs, LENGTHS, matmul_dtype="bfloat16"
+    )
+    np.testing.assert_array_equal(ys, ys.astype(jnp.bfloat16).astype(ys.dtype))
+    h_last = ys[jnp.arange(BATCH), jnp.maximum(LENGTHS - 1, 0), :HIDDEN]  # forward half
+    real = LENGTHS > 0
+    np.testing.assert_array_equal(
+        h_last[real], carry_fwd[0][real].astype(jnp.bfloat16).astype(ys.dtype)
+    )
+    assert bool(jnp.any(carry_fwd[0][real] != h_last[real]))  # the carry is not rounded
+
+
 def _dot_operand_dtypes(compiled_hlo: str) -> list[tuple[str, str]]:
     """The element types of both operands of every dot in an optimised HLO module."""
     types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", compiled_hlo))
