@@ -18,7 +18,7 @@ axis, each in its own scan order, with the same padding rules and the same equat
 Every float32 matmul, in the kernels and around them, asks for full float32 precision
 (`HIGHEST`; a GPU would otherwise round their inputs to TF32), so the results match the
 `fused` loop's to float32 rounding; with `operands=bfloat16` the matmuls take bfloat16
-inputs and accumulate in float32, as there.
+inputs and accumulate in float32, and the outputs come back rounded to bfloat16, as there.
 
 Shapes the kernels need: H a power of two, at least 16 (the gates' matmuls are Triton
 `dot`s; the tutorial's models have 64 and 32); the batch is padded to a multiple of
