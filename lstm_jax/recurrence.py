@@ -13,10 +13,10 @@ for long sequences; `"pallas"` is the fused engine with its two loops as Pallas 
 (`lstm_jax.pallas_lstm`: the recurrent weights held on chip across the steps) on a GPU
 backend, and the fused engine's `lax` loops elsewhere, or for a layer the kernels do not
 take (a hidden size that is not a power of two from 16 up). Other cells, or an explicit
-`initial_carry`, take the generic scan.
-Choose per call with `engine=` or for the process with `set_engine`. The fused engines
-also take `matmul_dtype="bfloat16"`: bfloat16 inputs to its matmuls, with float32
-accumulation, gates and cell state (`lstm_jax.fused`).
+`initial_carry`, take the generic scan. Choose per call with `engine=` or for the process
+with `set_engine`. The fused engines also take `matmul_dtype="bfloat16"`: bfloat16
+inputs to their matmuls, with float32 accumulation, gates, cell state and final carries
+(the output sequence comes back rounded to bfloat16; `lstm_jax.fused`).
 
 Conventions of the public functions:
 - inputs are batch-major, `<float>[batch, time, features]`, lengths `<int32>[batch]`;
