@@ -113,6 +113,13 @@ def _activate(k: int, z: Array) -> Array:
 # The kernels. One program per (direction d, block of BLOCK_B sequences); each ref is that
 # program's block: sequences `[T, ...]`, gate tiles `[T, 4, BLOCK_B, H]`.
 # ----------------------------------------------------------------------------------
+def _gate_tiles(u_ref) -> list[Array]:
+    """The recurrent kernel `<[H, 4H]>` as its four gates' `<[H, H]>` tiles, loaded once:
+    they stay on chip for all the steps of the loop."""
+    hidden = u_ref.shape[0]
+    return [u_ref[:, pl.ds(k * hidden, hidden)] for k in range(GATES)]
+
+
 def _forward_kernel(
     xp_ref,
     u_ref,
@@ -127,8 +134,7 @@ def _forward_kernel(
     operands,
 ):
     time = xp_ref.shape[0]
-    hidden = u_ref.shape[0]
-    u = [u_ref[:, pl.ds(k * hidden, hidden)] for k in range(GATES)]  # on chip for all steps
+    u = _gate_tiles(u_ref)
 
     def step(t, carry):
         h, c = carry
@@ -162,8 +168,7 @@ def _backward_kernel(
     operands,
 ):
     time = gates_ref.shape[0]
-    hidden = u_ref.shape[0]
-    u = [u_ref[:, pl.ds(k * hidden, hidden)] for k in range(GATES)]
+    u = _gate_tiles(u_ref)
 
     def step(k, carry):
         t = time - 1 - k
