@@ -70,7 +70,6 @@ Achieved FLOP/s are set against a float32 matmul peak measured in the same run
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import math
@@ -682,7 +681,7 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_d
     from lstm_jax import configs, training
     from lstm_jax import data as data_lib
 
-    config = dataclasses.replace(configs.get("imdb_bilstm"), matmul_dtype=matmul_dtype)
+    config = configs.get("imdb_bilstm").replace(matmul_dtype=matmul_dtype)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         run = training.prepare_data(config, Path(workdir), archive)

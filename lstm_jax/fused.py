@@ -317,9 +317,9 @@ def lstm_layer_tm(
     matmul); they still accumulate, and the gates and the cell state are computed, in
     the dtype of `xs_TBE`; the outputs `ys` come back rounded to `matmul_dtype` (the
     inputs of the next layer's matmul), the final carry unrounded. None keeps every
-    matmul in that dtype. `kernel` (one of
-    `KERNELS`) picks what runs the loops: this module's `lax` loops, or the Pallas GPU
-    kernels of `lstm_jax.pallas_lstm` (`unroll` is then unused).
+    matmul in that dtype. `kernel` (one of `KERNELS`) picks what runs the loops: this
+    module's `lax` loops, or the Pallas GPU kernels of `lstm_jax.pallas_lstm` (`unroll`
+    is then unused).
     """
     if reverse:
         xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)
