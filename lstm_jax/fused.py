@@ -59,6 +59,7 @@ devices, T=256; `lstm-jax bench` has the command):
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -116,6 +117,29 @@ def _put(a_DT: Array, value_D: Array, t: Array) -> Array:
     return jax.lax.dynamic_update_index_in_dim(a_DT, value_D, t, axis=1)
 
 
+def _joined(parts: list[Array], operands: Any) -> Array:
+    """`jnp.concatenate(parts, axis=-1).astype(operands)`, in one op of a loop step when the
+    cast rounds to a 16-bit float.
+
+    XLA on CPU never fuses a concatenation along the minor axis (of 64 bytes or more), so
+    a step ran its parts, the concatenation and the cast as separate ops. In that case the
+    parts are joined as rows of width k (the gcd of their widths) on the axis before,
+    `[..., w] -> [..., w / k, k]`, and reshaped back: the same values, concatenated along
+    a major axis, which XLA fuses with the parts and the cast (the bfloat16 BiLSTM's
+    backward step went from 16 ops to 11, the forward step from 17 to 15; the train step
+    took 0.945 of the time, the stacked model's 0.955, both models bit-identical). In
+    float32 the joined array feeds two ops (the matmul and the stored copy), and XLA then
+    computes the fused join twice: the float32 step took 1.04 of the time, so there the
+    concatenation stays as it was.
+    """
+    if jnp.dtype(operands).itemsize != 2:
+        return jnp.concatenate(parts, axis=-1).astype(operands)
+    k = math.gcd(*(p.shape[-1] for p in parts))
+    rows = [p.reshape(*p.shape[:-1], p.shape[-1] // k, k) for p in parts]
+    joined = jnp.concatenate(rows, axis=-2).astype(operands)
+    return joined.reshape(*joined.shape[:-2], -1)
+
+
 def _bits(dtype: Any) -> Any:
     """The dtype a loop stores `dtype` values as: an unsigned integer of the same width for a
     16-bit float, the dtype itself otherwise (see `_fused_bwd`)."""
@@ -168,7 +192,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
 
     def body(t, state):
         (h, c), stored, xh_T = state
-        xh = jnp.concatenate([_at(x_DTBE, t), h], axis=-1).astype(operands)
+        xh = _joined([_at(x_DTBE, t), h], operands)
         z = _bmm(xh, wu, operands, dtype) + bias
         act = offset + slope * jnp.tanh(slope * z)
         i, f, g, o = jnp.split(act, 4, axis=-1)
@@ -237,16 +261,15 @@ def _fused_bwd(unroll, operands, saved, cotangents):
         tc = jnp.tanh(f * c_prev + i * g)
         dht = jnp.where(m, dh + _at(dys, t), 0.0)
         dct = jnp.where(m, dc, 0.0) + dht * o * (1.0 - tc * tc)
-        dz = jnp.concatenate(
+        dz = _joined(
             [
                 dct * g * i * (1.0 - i),
                 dct * c_prev * f * (1.0 - f),
                 dct * i * (1.0 - g * g),
                 dht * tc * o * (1.0 - o),
             ],
-            axis=-1,
+            operands,
         )
-        dz = dz.astype(operands)
         dh_prev = _bmm(dz, u_transposed, operands, dtype) + jnp.where(m, 0.0, dh)
         dc_prev = dct * f + jnp.where(m, 0.0, dc)
         dz_bits = jax.lax.bitcast_convert_type(dz, dz_all.dtype)

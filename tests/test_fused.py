@@ -214,6 +214,51 @@ def test_bfloat16_matmuls_stay_bfloat16_in_the_compiled_gradient():
     assert all(pair == ("bf16", "bf16") for pair in operands), operands
 
 
+@pytest.mark.parametrize("widths", [(128, 32), (64, 64), (3, 5)])
+def test_joined_is_the_concatenation_cast(widths):
+    parts = [jax.random.normal(jax.random.PRNGKey(w), (2, 3, w)) for w in widths]
+    for operands in (jnp.bfloat16, jnp.float32):
+        np.testing.assert_array_equal(
+            fused._joined(parts, operands),
+            jnp.concatenate(parts, axis=-1).astype(operands),
+        )
+
+
+def _loop_bodies(compiled_hlo: str) -> list[str]:
+    """The text of every while loop's body computation in an optimised HLO module."""
+    names = re.findall(r" while\(.*?body=%([\w.\-]+)", compiled_hlo)
+    return [
+        re.search(rf"^%{re.escape(name)} .*?^}}", compiled_hlo, re.M | re.S).group(0)
+        for name in names
+    ]
+
+
+def test_bfloat16_loop_steps_join_their_matmul_inputs_inside_a_fusion():
+    """With bfloat16 matmuls, neither loop runs a concatenation as an op of its own: XLA
+    on CPU never fuses one along the minor axis, and the forward step's `[x_t, h]` and
+    the backward step's `dz` then took three and six ops where one does (`_joined`)."""
+    features, hidden, lengths = 48, 64, jnp.array([4, 2], jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {
+        "forward": init_lstm(keys[0], features, hidden),
+        "backward": init_lstm(keys[1], features, hidden),
+    }
+    xs = jax.random.normal(keys[2], (2, 4, features))
+    grad = jax.jit(
+        jax.grad(
+            lambda p, x: jnp.sum(
+                recurrence.bidirectional("lstm", p, x, lengths, matmul_dtype="bfloat16")[0]
+            ),
+            argnums=(0, 1),
+        )
+    )
+    bodies = _loop_bodies(grad.lower(params, xs).compile().as_text())
+    assert len(bodies) == 2  # the forward and the backward loop
+    for body in bodies:
+        assert " concatenate(" not in body  # outside a fusion's computation
+        assert "fusion(" in body
+
+
 def _constant_sizes(compiled_hlo: str) -> list[int]:
     """The element count of every array constant in an optimised HLO module."""
     shapes = re.findall(r" = \w+\[([\d,]+)\]\S* constant\(", compiled_hlo)
