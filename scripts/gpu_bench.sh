@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The benchmark on a lent NVIDIA GPU machine (H100): a fresh venv, the CUDA and bench
-# extras, then bilstm + stacked at T = 128, 256, 1024 against every implementation (our
-# Pallas kernels, jax-cudnn and torch included). About 8 minutes: install ~3-4, benchmark
-# <= 4.
+# extras, the Pallas kernels' tests on the device (compiled by Triton, against the fused
+# loop: 1e-5 in float32), then bilstm + stacked at T = 128, 256, 1024 against every
+# implementation (our Pallas kernels, jax-cudnn and torch included). About 9 minutes:
+# install ~3-4, tests ~1, benchmark <= 4. A failed test does not stop the benchmark; the
+# script then exits non-zero.
 #
 #     bash scripts/gpu_bench.sh                    # results in benchmarks/results/
-#     OUT=/some/dir bash scripts/gpu_bench.sh      # bench.json, bench.md, nvidia-smi.txt there
+#     OUT=/some/dir bash scripts/gpu_bench.sh      # bench.json, bench.md, pallas_tests.txt,
+#                                                  # nvidia-smi.txt there
 #
-# Environment: PYTHON (default python3), VENV (default .venv-gpu), BENCH_TIMEOUT (seconds
-# for the benchmark itself, default 260; finished cells are saved even when it is cut),
-# BENCH_ARGS (extra flags, e.g. "--impls lstm_jax,jax-cudnn"), LSTM_JAX_IMDB_ARCHIVE.
+# Environment: PYTHON (default python3), VENV (default .venv-gpu), TEST_TIMEOUT (seconds
+# for the tests, default 180), BENCH_TIMEOUT (seconds for the benchmark itself, default
+# 260; finished cells are saved even when it is cut), BENCH_ARGS (extra flags, e.g.
+# "--impls lstm_jax,jax-cudnn"), LSTM_JAX_IMDB_ARCHIVE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -29,8 +33,8 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 timeout 60 "${pip[@]}" download --quiet --no-deps --dest "$VENV/probe" pip >/dev/null 2>&1 \
   || fail "no package index reachable from this machine (pip could not fetch 'pip'); \
 install jax[cuda12], torch and keras from a local wheelhouse and run scripts/benchmark.py"
-echo "== installing (.[cuda,bench]) at $((SECONDS - started)) s"
-"${pip[@]}" install --quiet -e '.[cuda,bench]' || fail "pip install -e '.[cuda,bench]' failed"
+echo "== installing (.[cuda,bench] and pytest) at $((SECONDS - started)) s"
+"${pip[@]}" install --quiet -e '.[cuda,bench]' pytest || fail "pip install -e '.[cuda,bench]' failed"
 
 "$VENV/bin/python" - <<'PY' || fail "JAX sees no GPU or torch has no CUDA (see above)"
 import jax, torch
@@ -38,6 +42,13 @@ print("jax", jax.__version__, jax.devices())
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())
 assert jax.default_backend() == "gpu" and torch.cuda.is_available()
 PY
+
+echo "== the Pallas kernels' tests on the GPU at $((SECONDS - started)) s"
+set +e
+timeout "${TEST_TIMEOUT:-180}" "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider \
+  tests/test_pallas_lstm.py 2>&1 | tee "$OUT_DIR/pallas_tests.txt"
+tests=${PIPESTATUS[0]}
+set -e
 
 imdb=(--no-imdb)
 archive="${LSTM_JAX_IMDB_ARCHIVE:-}"
@@ -59,5 +70,9 @@ set -e
 if [ "$status" -eq 124 ]; then
   echo "gpu_bench: the benchmark ran past ${BENCH_TIMEOUT:-260} s; $OUT_DIR/bench.json holds the cells that finished" >&2
 fi
-echo "== done in $((SECONDS - started)) s (benchmark exit $status)"
+echo "== done in $((SECONDS - started)) s (tests exit $tests, benchmark exit $status)"
+if [ "$status" -eq 0 ] && [ "$tests" -ne 0 ]; then
+  echo "gpu_bench: the Pallas kernels' tests failed on the GPU: $OUT_DIR/pallas_tests.txt" >&2
+  exit 1
+fi
 exit "$status"

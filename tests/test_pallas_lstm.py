@@ -120,6 +120,7 @@ def test_pallas_engine_matches_the_fused_engine(layer, monkeypatch):
     _assert_trees_close(loss("pallas")(params, xs), loss("fused")(params, xs), 1e-5)
 
 
+@pytest.mark.skipif(pallas_lstm.on_gpu(), reason="on a GPU the engine runs the kernels")
 def test_pallas_engine_falls_back_to_the_fused_loop_off_a_gpu():
     assert not pallas_lstm.on_gpu()
     assert recurrence._kernel("pallas", 64, jnp.float32) == "loop"
@@ -131,6 +132,30 @@ def test_pallas_engine_falls_back_to_the_fused_loop_off_a_gpu():
         recurrence.bidirectional("lstm", params, xs, LENGTHS, engine="fused"),
         0.0,
     )
+
+
+@pytest.mark.skipif(not pallas_lstm.on_gpu(), reason="compiles the kernels for a GPU")
+def test_compiled_kernels_match_the_fused_loop_on_a_gpu():
+    """On a GPU (`scripts/gpu_bench.sh` runs this file there): the kernels compiled by
+    Triton, at the benchmark's shapes (hidden 64, batch 64, 100 steps, padded sequences),
+    give the fused loop's outputs and gradients within 1e-5 in float32 (the conftest asks
+    every matmul for full float32 precision, so the loop's are not rounded to TF32), and
+    engine "pallas" runs them."""
+    assert recurrence._kernel("pallas", 64, jnp.float32) == "pallas"
+    params, xs, _ = _core_inputs(hidden=64)
+    # Weights at about the models' initial scale: at the small tests' 4x larger one, 100
+    # steps amplify rounding past 1e-5 even between the interpreted kernels and the loop.
+    params = jax.tree.map(lambda p: p / 4, params)
+    xs = jnp.tile(xs, (1, 20, 22, 1))[:, :100, :64]  # [D, 100, 64, FEATURES]
+    lengths = jax.random.randint(jax.random.PRNGKey(3), (64,), 0, 101)
+    mask = recurrence.step_mask(lengths, 100)
+    mask = jnp.stack([mask, mask[::-1]])
+    kernels = jax.jit(lambda p, x, m: pallas_lstm.lstm_core(p, x, m, jnp.float32))
+    loop = jax.jit(_loop(jnp.float32))
+    _assert_trees_close(kernels(params, xs, mask), loop(params, xs, mask), 1e-5)
+    grads = jax.jit(jax.grad(_loss(kernels, mask), argnums=(0, 1)))(params, xs)
+    expected = jax.jit(jax.grad(_loss(loop, mask), argnums=(0, 1)))(params, xs)
+    _assert_trees_close(grads, expected, 1e-5)
 
 
 def test_kernels_take_power_of_two_hidden_sizes_in_float32():
