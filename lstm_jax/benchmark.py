@@ -289,11 +289,14 @@ def _lstm_jax(
     from lstm_jax.config import TrainConfig
     from lstm_jax.data import Batch
 
-    if engine == "pallas" and jax.default_backend() != "gpu":
-        raise Skip(
-            f"engine 'pallas' runs its kernels on a GPU only; on {jax.default_backend()} it is "
-            "the fused engine, timed as lstm_jax"
-        )
+    if engine == "pallas":
+        from lstm_jax import pallas_lstm
+
+        if not pallas_lstm.on_gpu():
+            raise Skip(
+                f"engine 'pallas' runs its kernels on a GPU only; on {jax.default_backend()} "
+                "it is the fused engine, timed as lstm_jax"
+            )
     recurrence.set_engine(engine)
     batch_size = data["tokens"].shape[0]
     config = TrainConfig(
