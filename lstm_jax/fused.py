@@ -37,23 +37,17 @@ time-reversed copy of the inputs and mask: each sequence's padding comes first, 
 masked steps keep the zero carry, then its real steps from last to first), so the loop
 runs T steps, not 2T.
 
-Layout, for XLA on CPU (each choice measured on the BiLSTM train step, batch 64 on two CPU
-devices, T=256; `lstm-jax bench` has the command):
+Layout, for XLA on CPU (`docs/engines.md` has the measurements behind each choice):
 - The directions are stacked on a leading axis, `[D, ...]`, and every step does one
-  batched matmul and one set of fusions for all of them. XLA's CPU runtime spends about
-  2 us on each small op of a step, whatever its size, so halving the ops per step pays:
-  two directions kept apart, as before, took 23 ms for the forward loop on one device,
-  against 19.5 stacked. With the next change the whole step went from 62-65 to 56-60 ms
-  (paired probes, the two versions alternating).
+  batched matmul and one set of fusions for all of them: XLA's CPU runtime pays a fixed
+  cost per small op of a step, whatever its size, so fewer ops per step pay.
 - The forward loop writes `[x_t, h_{t-1}, 1]` transposed, as column t of one
   `[D, E + H + 1, time, batch]` array, so the weight gradient's matmul takes it as it
-  lies. Given `[x, h]` row by row, XLA ran `x^T dz` as a generic dot, or, with the
-  transpose kept apart, spent 3.6 ms transposing; the row of ones gives the bias
-  gradient in the same matmul (a separate sum over the rows took 1.7 ms).
-- A loop fusion that reads several slices of one array sliced from the stored sequence
-  (the gates of step t out of one `[time, batch, 4H]` array) is compiled without
-  vectorisation, about 10x slower than the same arithmetic on whole arrays. So the gates
-  are stored as four arrays, and the backward step reads each whole.
+  lies (no transpose, no generic dot), and its row of ones gives the bias gradient in
+  the same matmul.
+- A loop fusion that reads several slices of one stored array is compiled without
+  vectorisation, so the gates are stored as four arrays, and the backward step reads
+  each whole.
 """
 
 from __future__ import annotations
@@ -85,9 +79,7 @@ def _gate_slope(hidden: int, dtype: Any) -> Array:
     `sigmoid(z) = 1/2 + tanh(z/2) / 2`: the forward step activates all four gates in one
     full-width fusion on the matmul's output, with one tanh per element and no exp or
     division (in float32 as accurate as `jax.nn.sigmoid` in absolute terms, within 4e-7
-    of float64 over [-20, 20]; near 0 a sigmoid gate loses relative precision, which no
-    gradient check here notices; the forward loop's best times 0-2 ms lower than with
-    `s' sigmoid(s' z) - (s' - 1)` in paired probes, the whole step within noise).
+    of float64 over [-20, 20]; near 0 a sigmoid gate loses relative precision).
     """
     ones = jnp.ones((hidden,), dtype)
     return jnp.concatenate([ones / 2, ones / 2, ones, ones / 2])[None, None]
@@ -125,15 +117,11 @@ def _joined(parts: list[Array], operands: Any) -> Array:
     a step ran its parts, the concatenation and the cast as separate ops. Here the parts
     are joined as rows of width k (the gcd of their widths) on the axis before,
     `[..., w] -> [..., w / k, k]`, and reshaped back: the same values, concatenated along
-    a major axis, which XLA fuses with the parts and the cast (narrower rows, unmeasured,
-    keep the plain concatenation). The bfloat16 BiLSTM's
-    backward step went from 16 ops to 11, the forward step from 17 to 15; the train step
-    (2 CPU devices, batch 64, the two versions alternating in one process, 14 rounds of
-    10 steps, median of the rounds' ratios) took 0.944-0.995 of the time at T = 256
-    (three probes), 0.958 at 128 and 0.902 at 1024; the stacked model's 0.944 and 0.955
-    at 256, 0.942 at 128; both models bit-identical. In float32 the joined array feeds
-    two ops (the matmul and the stored copy) and XLA computes the fused join twice: the
-    float32 step took 1.04 of the time, so there the concatenation stays as it was.
+    a major axis, which XLA fuses with the parts and the cast (narrower rows keep the
+    plain concatenation): the bfloat16 backward step runs 11 ops instead of 16, the
+    forward step 15 instead of 17. In float32 the joined array feeds two ops (the matmul
+    and the stored copy), XLA would compute the fused join twice, and the step was no
+    faster, so there the concatenation stays as it is.
     """
     k = math.gcd(*(p.shape[-1] for p in parts))
     if jnp.dtype(operands).itemsize != 2 or k < 16:
@@ -169,12 +157,9 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     through its unsigned integer view, `_bits`, as the backward pass stores `dz`). With
     bfloat16 operands the step's concatenation and cast are one op, the weight gradients'
     matmul needs no conversion pass over `xh_T` after the loop, and `xh_T` is half the
-    size. Measured (2 CPU devices, bfloat16 train step, T = 256, both versions in one
-    process, alternating): 0-6.5% faster, 2.5% in the median of nine paired probes of
-    the two models; 7-10% less step memory. So in that mode the outputs `y_t`, read from
-    it, are the bfloat16 values the next layer's matmul takes (the last one rounded to
-    match); the final carries stay in the input dtype. Float32 compiles to the same ops
-    as before.
+    size. So in that mode the outputs `y_t`, read from it, are the bfloat16 values the
+    next layer's matmul takes (the last one rounded to match); the final carries stay in
+    the input dtype.
     """
     directions, time, batch, embed = x_DTBE.shape
     hidden = params["recurrent_kernel"].shape[1]
@@ -233,18 +218,13 @@ def _fused_fwd(params, x, m, unroll, operands):
 def _fused_bwd(unroll, operands, saved, cotangents):
     """The reverse scan of the module docstring, then the large matmuls after it.
 
-    Each step reads the four stored gate arrays whole. Slicing them out of one stored
-    `[time, batch, 4H]` array instead made XLA on CPU compile the step's fusions without
-    vectorisation: one direction's step at batch 32 took 34 us against 24 us.
-    Every matmul takes `operands`-typed inputs and accumulates in the input dtype, as in
-    the forward pass. The step casts `dz` to `operands` once, for its own matmul, and
-    stores that: the weight and input gradients' matmuls take it as it lies. A 16-bit `dz`
-    is stored through an unsigned integer view (`_bits`): XLA on CPU turns an update of a
+    Each step reads the four stored gate arrays whole (see the module docstring). Every
+    matmul takes `operands`-typed inputs and accumulates in the input dtype, as in the
+    forward pass. The step casts `dz` to `operands` once, for its own matmul, and stores
+    that: the weight and input gradients' matmuls take it as it lies. A 16-bit `dz` is
+    stored through an unsigned integer view (`_bits`): XLA on CPU turns an update of a
     bfloat16 array into a float32 pass over the whole array (convert, update, convert
-    back), which made the bfloat16 layer's gradient take 88 ms instead of 45 (one
-    device's half batch); through the integer view it took 42.2-48.6 ms against 44.3-49.1
-    for storing `dz` in float32 and casting it after the loop (medians of three paired
-    runs), with identical results.
+    back), which doubled the bfloat16 layer's gradient time.
     """
     params, m_DTB, ((i_all, f_all, g_all, o_all, c_prev_all), xh_T) = saved
     dys, (dh_last, dc_last) = cotangents
@@ -252,7 +232,7 @@ def _fused_bwd(unroll, operands, saved, cotangents):
     embed = params["kernel"].shape[1]
     dtype = dys.dtype
     # Transposed once here, not per step with `b_transposed`: given `U` as it lies, the
-    # float32 step's `dz U^T` took 28.2-28.7 us against 25.3 (bfloat16 level).
+    # float32 step's `dz U^T` ran slower.
     u_transposed = jnp.swapaxes(params["recurrent_kernel"], 1, 2).astype(operands)
     dz_all = jnp.zeros((directions, time, batch, 4 * hidden), _bits(operands))
 
