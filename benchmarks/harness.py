@@ -1,10 +1,13 @@
 """The speed benchmark: one full training step of the sentiment classifiers, ours against
 other LSTM implementations, each in its own process; and timed IMDB epochs.
 
-    .venv/bin/python scripts/benchmark.py                       # everything (long on a CPU)
-    .venv/bin/python scripts/benchmark.py --quick               # a smoke run: about a minute
-    .venv/bin/python scripts/benchmark.py --lengths 64 --rounds 2 --steps 3 \\
+    .venv/bin/python -m benchmarks                       # everything (long on a CPU)
+    .venv/bin/python -m benchmarks --quick               # a smoke run: about a minute
+    .venv/bin/python -m benchmarks --lengths 64 --rounds 2 --steps 3 \\
         --imdb-archive ../shared/data/aclImdb_labeled.tar.gz --imdb-examples 2000
+
+It imports `lstm_jax` as any user does (in the workers that run it); the library has no
+code for the other frameworks.
 
 Workloads: the `bilstm` and `stacked` classifiers of `lstm_jax.models` (vocabulary 8185,
 embedding 64), batch 64, random tokens, every sequence full length (lengths = T), T in
@@ -12,11 +15,11 @@ embedding 64), batch 64, random tokens, every sequence full length (lengths = T)
 time and an optax/torch Adam update (lr 1e-3, no gradient clipping), float32.
 
 Implementations (`IMPLS`), all of the same model (parameter counts are in the table):
-  lstm_jax          ours, the default (fused) engine: `training.Trainer(...).train_step`, its
+  lstm_jax          ours, the default (fused) engine: `lstm_jax.train.Trainer`'s step, its
                     process set up by `lstm_jax.host.configure()` (one CPU device per core,
                     the step data-parallel over them, as `lstm-jax train` runs it).
   lstm_jax-1dev     the same on one device (`configure(cpu_devices=1)`).
-  lstm_jax-scan     ours through the generic masked `lax.scan` engine (`set_engine("scan")`).
+  lstm_jax-scan     ours through the generic masked `lax.scan` engine (`engine="scan"`).
   lstm_jax-remat    ours, engine "remat" (`--remat`): the generic scan, each step recomputed
                     in the backward pass (least activation memory, for long sequences).
   lstm_jax-bf16     ours, fused engine with `matmul_dtype="bfloat16"`: bfloat16 inputs to
@@ -42,12 +45,12 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
 
-Every worker process first tunes malloc (`lstm_jax.host.tune_malloc`: large blocks are
-reused, not mapped anew each step) and, but for Keras-TF's, starts with one glibc malloc
-arena (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`): the allocator settings `lstm-jax
-train` gives itself (`lstm_jax.host`), under which PyTorch, Flax and Keras on JAX also run
-faster, while TensorFlow runs slower with one arena (`DEFAULT_ARENAS`).
-`LSTM_JAX_TUNABLES=0` leaves `GLIBC_TUNABLES` alone for all. Each
+With `--malloc tuned` (the default) every worker process first tunes malloc (mmap and trim
+thresholds at their maximum: large blocks are reused, not mapped anew each step) and, but
+for Keras-TF's, starts with one glibc malloc arena (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`),
+under which PyTorch, Flax, Keras on JAX and lstm_jax run faster, while TensorFlow runs
+slower with one arena (`DEFAULT_ARENAS`); `--malloc default` runs every worker on glibc's
+defaults, as a user's own script does. Each
 (workload, length) cell starts one worker process per implementation. After every worker
 has compiled and warmed up (`--warmup` steps, 6 by default: with one malloc arena the heap
 grows for the first 4-5 steps of a large step, some of them 3x slower, then holds),
@@ -90,12 +93,15 @@ from typing import Any
 
 import numpy as np
 
+# The workloads: the tutorial's two classifiers (the library's `SentimentClassifier` kinds;
+# each worker reports its parameter count beside `expected_params`, which checks it).
 VOCAB_SIZE = 8185
 EMBED_DIM = 64
 DENSE_DIM = 64
 LEARNING_RATE = 1e-3
-WIDTHS = {"bilstm": (64,), "stacked": (64, 32)}  # lstm_jax.models.KINDS, without importing jax
-MATMUL_DTYPES = ("float32", "bfloat16")  # lstm_jax.recurrence.MATMUL_DTYPES, likewise
+WIDTHS = {"bilstm": (64,), "stacked": (64, 32)}
+MATMUL_DTYPES = ("float32", "bfloat16")
+MALLOC = ("tuned", "default")
 IMPLS = (
     "lstm_jax",
     "lstm_jax-1dev",
@@ -111,12 +117,10 @@ IMPLS = (
     "jax-cudnn",
 )
 OURS = "lstm_jax"
-# Implementations whose workers keep glibc's default malloc arenas: TensorFlow's threads
-# queue on one arena (Keras-TF's BiLSTM step at T = 256 took 136-159 ms with one, 95-114
-# ms without, two plain processes each), where PyTorch, Flax and Keras on JAX ran 20-25%
-# faster with one (PyTorch 59 against 74 ms, Flax 121 against 154, Keras-JAX 122 against
-# 159; all with `host.tune_malloc`, which alone left Keras-TF at 96-98 ms).
+# Implementations whose workers keep glibc's default malloc arenas under `--malloc tuned`:
+# TensorFlow's threads queue on one arena (benchmarks/HISTORY.md, runs at 7b24464).
 DEFAULT_ARENAS = ("keras-tf",)
+ONE_ARENA = "glibc.malloc.arena_max=1"
 REMAT = "lstm_jax-remat"
 PEAK_SIZE = 2048
 ROUND_SECONDS = 0.5  # `--steps` auto: about this much timed work per round
@@ -204,7 +208,7 @@ class _CompileCounter:
 
 class JaxRunner(Runner):
     """A jitted `step(state, batch) -> (state, loss)` with the state donated, compiled with
-    `compiler_options` (the library's runner passes `training.compiler_options`)."""
+    `compiler_options` (the library's runner passes its `Trainer`'s)."""
 
     is_jax = True
 
@@ -221,7 +225,7 @@ class JaxRunner(Runner):
         import jax
 
         self._jax = jax
-        self.settle = settle  # wait for each step, as `training.Trainer` does on several devices
+        self.settle = settle  # wait for each step, as `Trainer` does on several devices
         self.jitted = jax.jit(step_fn, donate_argnums=0, compiler_options=compiler_options)
         self.state = state
         self.batch = jax.device_put(batch)  # arrays already placed keep their placement
@@ -285,9 +289,9 @@ def _lstm_jax(
 ) -> Runner:
     import jax
 
-    from lstm_jax import recurrence, training
-    from lstm_jax.config import TrainConfig
-    from lstm_jax.data import Batch
+    from lstm_jax.tasks.sentiment import SentimentConfig, SentimentTask
+    from lstm_jax.tasks.sentiment.data import Batch
+    from lstm_jax.train import Trainer
 
     if engine == "pallas":
         from lstm_jax import pallas_lstm
@@ -297,16 +301,16 @@ def _lstm_jax(
                 f"engine 'pallas' runs its kernels on a GPU only; on {jax.default_backend()} "
                 "it is the fused engine, timed as lstm_jax"
             )
-    recurrence.set_engine(engine)
     batch_size = data["tokens"].shape[0]
-    config = TrainConfig(
+    config = SentimentConfig(
         model=workload,
         batch_size=batch_size,
         learning_rate=LEARNING_RATE,
         clip_norm=0.0,
         matmul_dtype=matmul_dtype,
+        engine=engine,
     )
-    trainer = training.Trainer(config)  # data-parallel over the devices `host` set up
+    trainer = Trainer(SentimentTask(config))  # data-parallel over the devices `host` set up
     state = trainer.init_state()
     weights = np.ones((batch_size,), np.float32)
     batch = jax.device_put(
@@ -681,23 +685,27 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_d
     send = _worker_channel()
     import jax
 
-    from lstm_jax import configs, training
-    from lstm_jax import data as data_lib
+    from lstm_jax import configs
+    from lstm_jax.tasks.sentiment import SentimentTask
+    from lstm_jax.tasks.sentiment import data as data_lib
+    from lstm_jax.tasks.sentiment.task import Encoded
+    from lstm_jax.train import Trainer
 
     config = configs.get("imdb_bilstm").replace(matmul_dtype=matmul_dtype)
+    task = SentimentTask(config, data=archive)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        run = training.prepare_data(config, Path(workdir), archive)
+        task.prepare(Path(workdir), ("train", "val"))
     prepare_s = time.perf_counter() - start
-    every = training.Encoded(
-        run.train.tokens + run.val.tokens, np.concatenate([run.train.labels, run.val.labels])
-    )
+    train, val = task.splits["train"], task.splits["val"]
+    every = Encoded(train.tokens + val.tokens, np.concatenate([train.labels, val.labels]))
     if examples is not None:
         order = np.random.default_rng(0).permutation(len(every.tokens))[:examples]
-        every = training.Encoded([every.tokens[i] for i in order], every.labels[order])
-    plan = [training.epoch_batches(config, every, e, shuffle=True) for e in range(epochs)]
+        every = Encoded([every.tokens[i] for i in order], every.labels[order])
+    task.splits["train"] = every
+    plan = [task.batches("train", e) for e in range(epochs)]
     batches = plan[0]
-    trainer = training.Trainer(config, len(batches))
+    trainer = Trainer(task, len(batches))
     state = trainer.init_state()
     counter = _CompileCounter()
     shapes: dict[tuple[int, ...], data_lib.Batch] = {}
@@ -720,7 +728,7 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_d
     send({
         "status": "ok",
         "examples": reviews,
-        "matmul_dtype": trainer.config.matmul_dtype,  # the config the steps were built from
+        "matmul_dtype": trainer.task.config.matmul_dtype,  # the config the steps were built from
         "batches": len(batches),
         "shapes": sorted(s[1] for s in shapes),
         "padding_fraction": data_lib.padding_fraction(batches),
@@ -750,8 +758,7 @@ class Worker:
     def __init__(self, args: Sequence[str], env: dict[str, str]):
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            # Run as a file, not `-m lstm_jax.benchmark`: the package's __init__ imports
-            # JAX, which would weigh on the memory of the other frameworks' workers.
+            # Run as a file: only the workers that time lstm_jax import it (and JAX).
             [sys.executable, str(Path(__file__).resolve()), "--worker", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -805,13 +812,14 @@ class Worker:
         return f"; stderr ends:\n{text[-ERROR_TAIL:]}" if text else ""
 
 
-def _worker_env(impl: str | None = None) -> dict[str, str]:
-    """The environment of a worker process (of `impl`'s, when it runs one)."""
-    from lstm_jax import host
-
+def _worker_env(impl: str | None = None, malloc: str = "tuned") -> dict[str, str]:
+    """The environment of a worker process (of `impl`'s, when it runs one): with
+    `malloc="tuned"`, one glibc malloc arena but for `DEFAULT_ARENAS`."""
     env = dict(os.environ)
-    if env.get(host.ENV_TUNABLES) != "0" and impl not in DEFAULT_ARENAS:
-        env = host.tuned_environment(env)  # `lstm-jax train`'s malloc
+    if malloc == "tuned" and impl not in DEFAULT_ARENAS:
+        tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+        if not any(t.startswith("glibc.malloc.arena_max=") for t in tunables):
+            env["GLIBC_TUNABLES"] = ":".join([*tunables, ONE_ARENA])
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several processes share a GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -831,8 +839,11 @@ def _run_cell(
         for impl in impls
     }
     args = ["cell", "--workload", workload, "--batch", str(options.batch), "--length", str(length)]
+    args += ["--malloc", options.malloc]
     workers = {  # start in parallel
-        impl: Worker([*args, "--impl", impl], _keras_backend(_worker_env(impl), impl))
+        impl: Worker(
+            [*args, "--impl", impl], _keras_backend(_worker_env(impl, options.malloc), impl)
+        )
         for impl in impls
     }
     alive: dict[str, Worker] = {}
@@ -909,8 +920,8 @@ def _run_cell(
     return list(rows.values())
 
 
-def _single(args: Sequence[str]) -> dict[str, Any]:
-    worker = Worker(args, _worker_env())
+def _single(args: Sequence[str], malloc: str) -> dict[str, Any]:
+    worker = Worker([*args, "--malloc", malloc], _worker_env(malloc=malloc))
     try:
         return worker.receive()
     except WorkerError as e:
@@ -962,7 +973,7 @@ def _csv(kind: Callable[[str], Any], choices: Sequence[str] | None = None):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The benchmark's options (for `scripts/benchmark.py` and `lstm-jax bench`)."""
+    """The benchmark's options (`python -m benchmarks --help`)."""
     parser.add_argument("--workloads", type=_csv(str, tuple(WIDTHS)), default=list(WIDTHS))
     parser.add_argument("--lengths", type=_csv(int), default=[128, 256, 1024], help="T values")
     parser.add_argument("--batch", type=int, default=64)
@@ -979,6 +990,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="untimed steps after the first (compiling) one: malloc's heap settles in 4-5",
     )  # fmt: skip
     parser.add_argument("--remat", action="store_true", help=f"also time {REMAT}")
+    parser.add_argument(
+        "--malloc", choices=MALLOC, default="tuned",
+        help="tuned: every worker tunes glibc malloc (one arena but for Keras-TF); "
+        "default: glibc's defaults, as in a user's own script",
+    )  # fmt: skip
     parser.add_argument(
         "--imdb-archive", default=None,
         help="IMDB archive for the epoch benchmark (default: $LSTM_JAX_IMDB_ARCHIVE; none: skip)",
@@ -1034,7 +1050,7 @@ def run_benchmark(
         "flops_formula": "3 * sum_layers 2 * 2*B*T*(E+H)*4H (fwd+bwd of both directions)",
     }
     log("measuring the float32 matmul peak ...")
-    results["peak"] = _single(["peak"])
+    results["peak"] = _single(["peak"], options.malloc)
     peak = results["peak"].get("jax_default_gflops")
     results["cells"] = []
     for workload in options.workloads:
@@ -1061,7 +1077,7 @@ def run_benchmark(
             args += ["--examples", str(options.imdb_examples)]
         args += ["--epochs", str(options.imdb_epochs)]
         args += ["--matmul-dtype", options.imdb_matmul_dtype]
-        results["imdb"] = _single(args)
+        results["imdb"] = _single(args, options.malloc)
     results["seconds"] = time.perf_counter() - started
     return results
 
@@ -1172,19 +1188,15 @@ def default_out(results: dict[str, Any]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`lstm-jax bench` / `scripts/benchmark.py`: run, print the table, write the JSON."""
+    """`python -m benchmarks`: run, print the table, write the JSON."""
     parser = add_arguments(
         argparse.ArgumentParser(
-            prog="lstm-jax bench",
+            prog="python -m benchmarks",
             description=__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
-    return run_cli(parser.parse_args(argv))
-
-
-def run_cli(options: argparse.Namespace) -> int:
-    """Run from parsed options (for a `bench` subparser built with `add_arguments`)."""
+    options = parser.parse_args(argv)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
 
     def save(results: dict[str, Any]) -> Path:
@@ -1200,8 +1212,19 @@ def run_cli(options: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_malloc() -> None:
+    """glibc malloc's mmap and trim thresholds at their maximum (`mallopt`), so large freed
+    blocks are kept for reuse instead of unmapped."""
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        for option in (-3, -1):  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            mallopt(option, 2**31 - 1)
+
+
 def _worker_main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="lstm_jax.benchmark --worker")
+    parser = argparse.ArgumentParser(prog="benchmarks/harness.py --worker")
     parser.add_argument("role", choices=["cell", "peak", "imdb"])
     parser.add_argument("--impl", choices=list(BUILDERS))
     parser.add_argument("--workload", choices=list(WIDTHS))
@@ -1212,12 +1235,14 @@ def _worker_main(argv: Sequence[str]) -> None:
     parser.add_argument("--examples", type=int)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--matmul-dtype", choices=MATMUL_DTYPES, default="float32")
+    parser.add_argument("--malloc", choices=MALLOC, default="tuned")
     args = parser.parse_args(argv)
-    from lstm_jax import host
-
-    host.tune_malloc()  # every implementation, before any allocation of note
+    if args.malloc == "tuned":  # every implementation, before any allocation of note
+        _tune_malloc()
     if args.role == "imdb" or (args.role == "cell" and args.impl.startswith(OURS)):
-        host.configure(1 if args.impl == "lstm_jax-1dev" else None, malloc=False)  # tuned above
+        from lstm_jax import host
+
+        host.configure(1 if args.impl == "lstm_jax-1dev" else None)
     if args.role == "cell":
         _serve_cell(args.impl, args.workload, args.batch, args.length, args.seed)
     elif args.role == "peak":

@@ -1,28 +1,26 @@
-"""Time one whole train step of the BiLSTM classifier under several recurrence engines.
+"""Paired probe: one whole train step of the BiLSTM classifier under several engines,
+interleaved in one process (round-robin, medians of the repeats), so a noisy shared
+machine hits every variant alike; for changes too small for the benchmark's processes.
 
 The step is the tutorial's `SentimentClassifier(8185, "bilstm")` (Embedding 64 ->
 Bidirectional(LSTM(64)) -> Dense(64, relu) -> Dense(1)) with sigmoid cross-entropy and
-Adam: forward, BPTT and the update, jitted once. Variants run interleaved in one process
-(round-robin, medians of the repeats) so a noisy shared machine hits them all alike:
+Adam: forward, BPTT and the update, jitted once, on one device.
 
-    .venv/bin/python scripts/probe_lstm_step.py                       # scan, fused, flax
-    .venv/bin/python scripts/probe_lstm_step.py --variants fused fused_u2 fused_u4
-    .venv/bin/python scripts/probe_lstm_step.py --batch 64 --time 256 --repeats 15
+    .venv/bin/python benchmarks/probe_step.py                      # scan, fused, flax
+    .venv/bin/python benchmarks/probe_step.py --variants fused fused-bf16 remat
+    .venv/bin/python benchmarks/probe_step.py --batch 64 --time 256 --repeats 15
 
-Variants: `scan` (generic masked `lax.scan`, autodiff backward), `fused` (the
-`lstm_jax.fused` custom-VJP path), `fused_u<k>` (fused with `unroll=k`), `scan_u<k>`, and
-`flax` (`nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(64)))` with `seq_lengths`, the
-same embedding and head). Prints compile seconds and per-step milliseconds.
+Variants: an engine of `lstm_jax.recurrence.ENGINES` (the model's `engine` field), with
+`-bf16` for bfloat16 matmul inputs, and `flax` (`nn.Bidirectional(nn.RNN(
+nn.OptimizedLSTMCell(64)))` with `seq_lengths`, the same embedding and head). Prints
+compile seconds and per-step milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import statistics
 import time
-from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -30,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax import recurrence
 from lstm_jax.models import SentimentClassifier
 
 VOCAB = 8185
@@ -50,20 +47,16 @@ class FlaxBiLSTM(nn.Module):
         return nn.Dense(1)(x)[:, 0]
 
 
-def _engine_context(variant: str):
-    """Patch the recurrence for a variant while its step is traced."""
-    name, _, unroll = variant.partition("_u")
-    stack = contextlib.ExitStack()
-    if name in ("scan", "fused"):
-        stack.enter_context(mock.patch.object(recurrence, "_engine", name))
-    if unroll:
-        patched = functools.partial(recurrence.bidirectional, unroll=int(unroll))
-        stack.enter_context(mock.patch.object(recurrence, "bidirectional", patched))
-    return stack
+def make_model(variant: str) -> nn.Module:
+    if variant == "flax":
+        return FlaxBiLSTM()
+    engine, _, dtype = variant.partition("-")
+    matmul_dtype = "bfloat16" if dtype == "bf16" else None
+    return SentimentClassifier(VOCAB, "bilstm", engine=engine, matmul_dtype=matmul_dtype)
 
 
 def make_step(variant: str, batch: int, length: int):
-    model = FlaxBiLSTM() if variant == "flax" else SentimentClassifier(VOCAB, "bilstm")
+    model = make_model(variant)
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(1, VOCAB, (batch, length)), jnp.int32)
     lengths = jnp.asarray(rng.integers(length // 2, length + 1, (batch,)), jnp.int32)
@@ -83,11 +76,10 @@ def make_step(variant: str, batch: int, length: int):
         return (optax.apply_updates(params, updates), opt_state), loss
 
     state = (params, tx.init(params))
-    with _engine_context(variant):
-        start = time.perf_counter()
-        compiled = jax.jit(train_step, donate_argnums=0).lower(state, tokens, lengths, labels)
-        compiled = compiled.compile()
-        compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = jax.jit(train_step, donate_argnums=0).lower(state, tokens, lengths, labels)
+    compiled = compiled.compile()
+    compile_s = time.perf_counter() - start
     return compiled, state, (tokens, lengths, labels), compile_s
 
 

@@ -1,8 +1,14 @@
 """lstm_jax: recurrent networks as pure cell functions scanned over time with `lax.scan`.
 
-Layers, lowest first: `cells` (pure step functions), `recurrence` (the one place that runs
-a cell over time), `models` (Flax Linen classifiers), `data`/`tokenizer` and `training`
-(the IMDB job), `study` (BPTT and vanishing gradients), `cli` (the `lstm-jax` command).
+Layers, lowest first; each imports only from those below it:
+1. `cells`: pure step functions and their `init_*`;
+2. `recurrence` (with the engines `fused`, `pallas_lstm`): runs a cell over time;
+3. `models` (and `summary`, `interop`, `study`): Flax modules and tools on the layers;
+4. `train`: the trainer every task shares (config, step, mesh, checkpoints, loop);
+5. `tasks` (and `configs`, one per experiment): the jobs, IMDB sentiment first;
+6. `cli`: the `lstm-jax` command. `host` holds the process settings the command makes.
+
+Importing the package changes nothing process-wide.
 """
 
 from lstm_jax.cells import (
@@ -16,35 +22,35 @@ from lstm_jax.cells import (
     lstm_cell,
     simple_rnn_cell,
 )
-from lstm_jax.config import TrainConfig
-from lstm_jax.data import Batch, DataError, Split, batches, load_imdb, split_validation
 from lstm_jax.models import Bidirectional, SentimentClassifier
-from lstm_jax.recurrence import bidirectional, rnn, stack
+from lstm_jax.recurrence import ENGINES, bidirectional, rnn, stack
 from lstm_jax.summary import summary
-from lstm_jax.tokenizer import SubwordTokenizer
+from lstm_jax.tasks.sentiment import Predictor, SentimentConfig, SentimentTask
+from lstm_jax.train import Task, TrainConfig, Trainer, evaluate, fit
 
 __all__ = [
     "CELLS",
-    "Batch",
+    "ENGINES",
     "Bidirectional",
-    "DataError",
+    "Predictor",
     "SentimentClassifier",
-    "Split",
-    "SubwordTokenizer",
+    "SentimentConfig",
+    "SentimentTask",
+    "Task",
     "TrainConfig",
-    "batches",
+    "Trainer",
     "bidirectional",
     "carry_lstm_cell",
+    "evaluate",
+    "fit",
     "gru_cell",
     "init_carry_lstm",
     "init_gru",
     "init_lstm",
     "init_simple_rnn",
-    "load_imdb",
     "lstm_cell",
     "rnn",
     "simple_rnn_cell",
-    "split_validation",
     "stack",
     "summary",
 ]

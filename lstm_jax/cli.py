@@ -1,73 +1,187 @@
-"""`lstm-jax`: the command line. Each subcommand parses its arguments and calls the library."""
+"""`lstm-jax`: the command line. Each subcommand parses its arguments and calls the library.
+
+`train` takes a config by name (`--config`, `lstm_jax.configs`) and one flag per config
+field of every task (`--epochs`, `--max-len`, ...), generated from the fields' declarations
+(`lstm_jax.train.config.option`), so a value out of range is refused as the command is
+parsed. A flag that is not a field of the chosen task's config is an error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
+import math
 import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from lstm_jax import benchmark, configs, host
+from lstm_jax import configs, host, tasks
 from lstm_jax.cells import CELLS
-from lstm_jax.recurrence import ENGINES, MATMUL_DTYPES
+from lstm_jax.models import KINDS
+from lstm_jax.train import ConfigError, TrainConfig
+from lstm_jax.train.config import CONFIG_FILE
 
 PAD_DEMO = 1000  # extra pad tokens in `predict --show-padding`
+ECHO_CHARS = 70  # characters of a review `predict` echoes
 
 
-def _train(args: argparse.Namespace) -> int:
-    from lstm_jax import recurrence, training
-
-    overrides = {
-        k: v
-        for k, v in {
-            "model": args.model,
-            "epochs": args.epochs,
-            "seed": args.seed,
-            "max_len": args.max_len,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "dropout": args.dropout,
-            "schedule": args.schedule,
-            "normalize_text": args.normalize_text,
-            "max_train_examples": args.max_train_examples,
-            "matmul_dtype": args.matmul_dtype,
-        }.items()
-        if v is not None
-    }
-    config = configs.get(args.config, model=args.model).replace(**overrides)
-    previous_engine = recurrence.set_engine(args.engine or "fused")
+# ----------------------------------------------------------------------------------
+# Values checked as they are parsed.
+# ----------------------------------------------------------------------------------
+def _finite(text: str) -> float:
     try:
-        results = training.fit(
-            config,
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse`, or None for the word "none" (an optional field's unset value)."""
+
+    def parse_or_none(text: str) -> Any:
+        return None if text.strip().lower() == "none" else parse(text)
+
+    return parse_or_none
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+# ----------------------------------------------------------------------------------
+# `train`'s config flags, one per field of every task's config.
+# ----------------------------------------------------------------------------------
+def _config_fields() -> dict[str, tuple[dataclasses.Field, Any, list[str]]]:
+    """Each config field of every task: (field, its type, the tasks that have it)."""
+    found: dict[str, tuple[dataclasses.Field, Any, list[str]]] = {}
+    for name, (config_class, _) in tasks.TASKS.items():
+        hints = typing.get_type_hints(config_class)
+        for field in dataclasses.fields(config_class):
+            entry = found.setdefault(field.name, (field, hints[field.name], []))
+            entry[2].append(name)
+    return found
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "config fields", "override the config's value (see lstm_jax.configs and each task)"
+    )
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, (field, kind, owners) in _config_fields().items():
+        optional = type(None) in typing.get_args(kind)
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        where = "" if name in shared else f" [{', '.join(owners)}]"
+        spec = field.metadata
+        kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, dest=f"field_{name}")
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            parse = {int: _int, float: _finite, str: str}[base]
+            kwargs["type"] = _optional(parse) if optional else parse
+            if spec.get("choices"):
+                kwargs["choices"] = [*spec["choices"], *([None] if optional else [])]
+                kwargs["metavar"] = "{" + ",".join(spec["choices"]) + "}"
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = f"{spec.get('help', '')} (default {default!r}){where}"
+        group.add_argument(f"--{name.replace('_', '-')}", help=help_text, **kwargs)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given as flags (an optional field's "none" included)."""
+    return {k[len("field_") :]: v for k, v in vars(args).items() if k.startswith("field_")}
+
+
+def _train_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> TrainConfig:
+    """The config `train` runs: `--config` (or, on `--resume` without it, the saved one)
+    with the flags given; a flag foreign to the task, or a bad value, is a usage error."""
+    saved = args.resume and args.config is None and (Path(args.workdir) / CONFIG_FILE).exists()
+    try:
+        if saved:
+            config = tasks.load_config(args.workdir)
+        else:
+            config = configs.get(args.config or configs.DEFAULT)
+        changes = _overrides(args)
+        names = {f.name for f in dataclasses.fields(config)}
+        foreign = sorted(set(changes) - names)
+        if foreign:
+            flags = ", ".join("--" + n.replace("_", "-") for n in foreign)
+            parser.error(f"{flags} is not a field of the {config.task!r} task's config")
+        return config.replace(**changes)
+    except ConfigError as error:
+        parser.error(str(error))
+
+
+# ----------------------------------------------------------------------------------
+# The subcommands.
+# ----------------------------------------------------------------------------------
+def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lstm_jax import train
+
+    config = _train_config(args, parser)
+    task = tasks.build(config, args.data)
+    try:
+        results = train.fit(
+            task,
             args.workdir,
-            archive=args.imdb_archive,
             resume=args.resume,
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except training.Interrupted as stop:
-        print(stop, file=sys.stderr)
+    except train.Interrupted as stop:
+        data = f" --data {args.data}" if args.data else ""
+        print(
+            f"interrupted at step {stop.step}; checkpoint saved in {stop.workdir}. "
+            f"Continue with: lstm-jax train --workdir {stop.workdir} --resume{data}",
+            file=sys.stderr,
+        )
         return 130
-    finally:
-        recurrence.set_engine(previous_engine)
     print(json.dumps(results, indent=2))
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from lstm_jax import training
+def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lstm_jax import train
 
-    print(json.dumps(training.evaluate(args.workdir, archive=args.imdb_archive), indent=2))
+    results = train.evaluate(tasks.load(args.workdir, args.data), args.workdir)
+    print(json.dumps(results, indent=2))
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from lstm_jax.predict import Predictor
+def _echo(text: str) -> str:
+    """`text` on one line, shortened to `ECHO_CHARS` characters for display."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= ECHO_CHARS else flat[: ECHO_CHARS - 3] + "..."
 
+
+def _predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lstm_jax.tasks.sentiment import Predictor
+
+    task = tasks.load_config(args.workdir).task
+    if task != "sentiment":
+        raise ConfigError(f"{args.workdir} holds a {task!r} run; predict scores sentiment runs")
     predictor = Predictor(args.workdir)
     for text in args.texts:
         p = predictor.predict(text)
-        print(f"{p.probability:.4f}  {p.label:<8}  {text}")
+        print(f"{p.probability:.4f}  {p.label:<8}  {_echo(text)}")
         if args.show_padding:
             n = p.tokens
             bare = predictor.predict(text, width=n).probability
@@ -77,7 +191,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(args: argparse.Namespace) -> int:
+def _summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lstm_jax.models import SentimentClassifier
     from lstm_jax.summary import summary
 
@@ -85,7 +199,7 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gradient_flow(args: argparse.Namespace) -> int:
+def _gradient_flow(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lstm_jax import study
 
     results = study.run_gradient_flow(
@@ -104,7 +218,7 @@ def _gradient_flow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _memory_task(args: argparse.Namespace) -> int:
+def _memory_task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lstm_jax import study
 
     results = study.run_memory_table(
@@ -123,134 +237,95 @@ def _memory_task(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from lstm_jax import benchmark
-
-    return benchmark.run_cli(args)
-
-
 def _study_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", default=out, help="output directory")
-    p.add_argument("--steps", type=int, default=500, help="training steps per run")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--steps", type=_positive_int, default=500, help="training steps per run")
+    p.add_argument("--hidden", type=_positive_int, default=32)
+    p.add_argument("--batch", type=_positive_int, default=64)
+    p.add_argument("--lr", type=_finite, default=1e-2)
     p.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
     p.add_argument("--quick", action="store_true", help="tiny settings, seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cpu-devices",
-        type=int,
+        type=_positive_int,
         default=None,
         help="JAX CPU devices to split this host into; training runs data-parallel over "
-        "them (default: $LSTM_JAX_CPU_DEVICES, else one per available core; see lstm_jax.host)",
+        "them (default: $LSTM_JAX_CPU_DEVICES, else one per available core)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    archive_help = (
-        "IMDB as a .tar.gz or folder in the aclImdb/{train,test}/{pos,neg}/*.txt layout "
-        "(default: $LSTM_JAX_IMDB_ARCHIVE, else tensorflow-datasets' imdb_reviews)"
+    data_help = (
+        "where the task's data lies; sentiment: IMDB as a .tar.gz or folder in the "
+        "aclImdb/{train,test}/{pos,neg}/*.txt layout (default: $LSTM_JAX_IMDB_ARCHIVE, "
+        "else tensorflow-datasets' imdb_reviews)"
     )
 
-    p = sub.add_parser("train", help="train a sentiment classifier on IMDB")
+    p = sub.add_parser("train", help="train a task's model from a config")
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, history)")
-    p.add_argument("--config", default=None, help=f"experiment config: {configs.names()}")
-    p.add_argument("--model", choices=["bilstm", "stacked"], default=None)
-    p.add_argument("--imdb-archive", default=None, help=archive_help)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-len", type=int, default=None, help="truncate reviews (subwords)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--dropout", type=float, default=None, help="word and output dropout")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default=None)
     p.add_argument(
-        "--normalize-text",
-        action=argparse.BooleanOptionalAction,
+        "--config",
         default=None,
-        help="lower-case and drop <br /> before tokenizing",
+        help=f"experiment: {configs.names()} (default {configs.DEFAULT}; on --resume, the "
+        "saved config)",
     )
-    p.add_argument("--max-train-examples", type=int, default=None, help="for quick runs")
-    p.add_argument(
-        "--matmul-dtype",
-        choices=MATMUL_DTYPES,
-        default=None,
-        help="bfloat16: bfloat16 inputs to the recurrent matmuls (float32 state)",
-    )
-    p.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default=None,
-        help="recurrence engine (default fused; pallas: Pallas kernels on a GPU)",
-    )
+    p.add_argument("--data", "--imdb-archive", default=None, help=data_help)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_train)
+    _add_config_flags(p)
+    p.set_defaults(run=_train, parser=p)
 
-    p = sub.add_parser("evaluate", help="test loss and accuracy of a trained run")
+    p = sub.add_parser("evaluate", help="test metrics of a trained run")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--imdb-archive", default=None, help=archive_help)
-    p.set_defaults(run=_evaluate)
+    p.add_argument("--data", "--imdb-archive", default=None, help=data_help)
+    p.set_defaults(run=_evaluate, parser=p)
 
-    p = sub.add_parser("predict", help="P(positive) of review texts")
+    p = sub.add_parser("predict", help="P(positive) of review texts (sentiment runs)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--show-padding", action="store_true", help="also with extra padding")
     p.add_argument("texts", nargs="+", help="review texts")
-    p.set_defaults(run=_predict)
+    p.set_defaults(run=_predict, parser=p)
 
     p = sub.add_parser("summary", help="layers, output shapes and parameter counts")
-    p.add_argument("--model", choices=["bilstm", "stacked"], default="bilstm")
-    p.add_argument("--vocab-size", type=int, default=8185)
-    p.set_defaults(run=_summary)
-
-    p = sub.add_parser("bench", help="speed of one training step against other LSTMs")
-    benchmark.add_arguments(p)
-    p.set_defaults(run=_bench)
+    p.add_argument("--model", choices=sorted(KINDS), default="bilstm")
+    p.add_argument("--vocab-size", type=_positive_int, default=8185)
+    p.set_defaults(run=_summary, parser=p)
 
     p = sub.add_parser(
         "gradient-flow",
         help="||d loss_T / d x_t|| against distance for each cell, at init and trained",
     )
     _study_options(p, "runs/gradient_flow")
-    p.add_argument("--time", type=int, default=100, help="sequence length T")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.set_defaults(run=_gradient_flow)
+    p.add_argument("--time", type=_positive_int, default=100, help="sequence length T")
+    p.add_argument("--seeds", type=_int, nargs="+", default=[0, 1, 2])
+    p.set_defaults(run=_gradient_flow, parser=p)
 
     p = sub.add_parser("memory-task", help="long-range memory accuracy of each cell by length")
     _study_options(p, "runs/memory_task")
-    p.add_argument("--times", type=int, nargs="+", default=[10, 50, 100, 200])
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_memory_task)
+    p.add_argument("--times", type=_positive_int, nargs="+", default=[10, 50, 100, 200])
+    p.add_argument("--seed", type=_int, default=0)
+    p.set_defaults(run=_memory_task, parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        if args.cpu_devices is not None:  # also for the processes `bench` starts
-            os.environ[host.ENV_DEVICES] = str(args.cpu_devices)
         host.configure(args.cpu_devices)
-        if args.command != "bench":  # the benchmark times compilation
-            host.use_compilation_cache()
-        return args.run(args)
+        host.use_compilation_cache()
+        return args.run(args, args.parser)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 
 def entry() -> None:
-    """The `lstm-jax` console command: relaunched once with glibc's malloc tunables where
-    that needs a fresh process (`lstm_jax.host`: one malloc arena for `train`, huge pages
-    for the others; not `bench`, whose workers get their own), then `main()`. Usage errors
-    and `--help` end here, before any relaunch."""
-    argv = sys.argv[1:]
-    command = build_parser().parse_args(argv).command
-    if command != "bench":
-        host.relaunch_tuned("lstm_jax.cli", argv, arena=command == "train")
-    sys.exit(main(argv))
+    """The `lstm-jax` console command."""
+    sys.exit(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Flax Linen models built on the functional recurrence: the tutorial's two classifiers."""
+"""Flax Linen models built on the functional recurrence: layers and the tasks' models.
+
+Every recurrent layer hands its cell, parameters and padding to `lstm_jax.recurrence`;
+`engine` and `matmul_dtype` are module fields passed down to it, so how a layer computes
+is part of the module (and of what `jit` traces), never process state. Neither adds a
+parameter: a checkpoint trained on one engine or dtype loads on another.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +37,14 @@ class Bidirectional(nn.Module):
     """A bidirectional recurrent layer: `(xs <float>[B, T, E], lengths <int32>[B])` to
     `<float>[B, T, 2H]` (`return_sequences`) or `<float>[B, 2H]` (forward output at the
     last real step, backward output at the first). Parameters `forward` and `backward`
-    are the cell's own pytrees (`lstm_jax.cells.init_*`). `matmul_dtype="bfloat16"`
-    gives the fused engine's matmuls bfloat16 inputs (`lstm_jax.recurrence.rnn`)."""
+    are the cell's own pytrees (`lstm_jax.cells.init_*`). `engine` is one of
+    `recurrence.ENGINES`; `matmul_dtype="bfloat16"` gives the fused engines' matmuls
+    bfloat16 inputs (`lstm_jax.recurrence.rnn`)."""
 
     hidden_size: int
     cell: str = "lstm"
     return_sequences: bool = False
+    engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
 
     @nn.compact
@@ -53,6 +61,7 @@ class Bidirectional(nn.Module):
             xs_BTE,
             lengths_B,
             return_sequences=self.return_sequences,
+            engine=self.engine,
             matmul_dtype=self.matmul_dtype,
         )
 
@@ -69,14 +78,14 @@ class SentimentClassifier(nn.Module):
     logits of a review do not depend on how much padding its batch carries.
     `dropout_rate` (0 in the tutorial) drops whole token embeddings and features of the
     recurrent output when `train=True` (needs a "dropout" rng); it adds no parameters.
-    `matmul_dtype` ("bfloat16": faster recurrent matmuls, see `Bidirectional`) changes no
-    parameter either: a checkpoint trained one way loads the other.
+    `engine` and `matmul_dtype` (see `Bidirectional`) change no parameter either.
     """
 
     vocab_size: int
     kind: str = "bilstm"
     cell: str = "lstm"
     dropout_rate: float = 0.0
+    engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
 
     @nn.compact
@@ -97,6 +106,7 @@ class SentimentClassifier(nn.Module):
                 width,
                 self.cell,
                 return_sequences=not last,
+                engine=self.engine,
                 matmul_dtype=self.matmul_dtype,
                 name=f"bidirectional_{depth}",
             )(x, lengths_B)

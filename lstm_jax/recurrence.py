@@ -13,8 +13,9 @@ for long sequences; `"pallas"` is the fused engine with its two loops as Pallas 
 (`lstm_jax.pallas_lstm`: the recurrent weights held on chip across the steps) on a GPU
 backend, and the fused engine's `lax` loops elsewhere, or for a layer the kernels do not
 take (a hidden size that is not a power of two from 16 up). Other cells, or an explicit
-`initial_carry`, take the generic scan. Choose per call with `engine=` or for the process
-with `set_engine`. The fused engines also take `matmul_dtype="bfloat16"`: bfloat16
+`initial_carry`, take the generic scan. The engine is an argument of every call (models
+and configs carry it as a field), never module state, so what `jit` traces is what the
+call says. The fused engines also take `matmul_dtype="bfloat16"`: bfloat16
 inputs to their matmuls, with float32 accumulation, gates, cell state and final carries
 (the output sequence comes back rounded to bfloat16; `lstm_jax.fused`).
 
@@ -45,19 +46,11 @@ Array = jax.Array
 
 ENGINES = ("fused", "pallas", "scan", "remat")
 FUSED_ENGINES = ("fused", "pallas")
-_engine = "fused"
+DEFAULT_ENGINE = "fused"
 
 
-def set_engine(engine: str) -> str:
-    """Set the process-wide default engine (one of `ENGINES`); returns the previous one."""
-    global _engine
-    previous, _engine = _engine, _check_engine(engine)
-    return previous
-
-
-def _check_engine(engine: str | None) -> str:
-    if engine is None:
-        return _engine
+def check_engine(engine: str) -> str:
+    """`engine` if it is one of `ENGINES`; a clear error otherwise."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
     return engine
@@ -66,7 +59,7 @@ def _check_engine(engine: str | None) -> str:
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
-def _check_matmul_dtype(matmul_dtype: str | None) -> str | None:
+def check_matmul_dtype(matmul_dtype: str | None) -> str | None:
     """`matmul_dtype` if it is None or one of `MATMUL_DTYPES`; a clear error otherwise."""
     if matmul_dtype is not None and matmul_dtype not in MATMUL_DTYPES:
         raise ValueError(
@@ -77,7 +70,7 @@ def _check_matmul_dtype(matmul_dtype: str | None) -> str | None:
 
 def _use_fused(
     spec: CellSpec,
-    engine: str | None,
+    engine: str,
     initial_carry: Any = None,
     matmul_dtype: str | None = None,
 ) -> bool:
@@ -87,22 +80,22 @@ def _use_fused(
     A `matmul_dtype` other than float32 exists only there, so asking for it elsewhere
     is an error rather than a silent float32 run.
     """
-    fused_ok = _check_engine(engine) in FUSED_ENGINES and spec.step is lstm_cell
+    fused_ok = check_engine(engine) in FUSED_ENGINES and spec.step is lstm_cell
     fused_ok = fused_ok and initial_carry is None
-    if _check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
+    if check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
         raise ValueError(
             f"matmul_dtype={matmul_dtype!r} needs a fused engine: the 'lstm' cell from a "
             f"zero carry with engine 'fused' or 'pallas' (got cell {spec.name!r}, engine "
-            f"{_check_engine(engine)!r}, initial_carry given: {initial_carry is not None}); "
+            f"{check_engine(engine)!r}, initial_carry given: {initial_carry is not None}); "
             "use matmul_dtype=None for the others"
         )
     return fused_ok
 
 
-def _kernel(engine: str | None, hidden: int, dtype: Any) -> str:
+def _kernel(engine: str, hidden: int, dtype: Any) -> str:
     """What runs a fused layer's loops (`fused.KERNELS`): the Pallas kernels for engine
     "pallas" on a GPU where they take the layer, the `lax` loops otherwise."""
-    if _check_engine(engine) != "pallas":
+    if check_engine(engine) != "pallas":
         return "loop"
     from lstm_jax import pallas_lstm
 
@@ -188,9 +181,9 @@ def rnn(
     reverse: bool = False,
     initial_carry: Any = None,
     unroll: int = 1,
-    engine: str | None = None,
+    engine: str = DEFAULT_ENGINE,
     matmul_dtype: str | None = None,
-):
+) -> tuple[Array, Any]:
     """Run one direction of a recurrent layer over a right-padded batch.
 
     Args:
@@ -201,7 +194,7 @@ def rnn(
       reverse: run from each sequence's last real step back to its first.
       initial_carry: the carry to start from; zeros when None.
       unroll: `lax.scan`'s unroll factor.
-      engine: one of `ENGINES`; None takes the process default (`set_engine`).
+      engine: one of `ENGINES` (see the module docstring).
       matmul_dtype: None or "float32", or "bfloat16" for bfloat16 matmul inputs (the
         fused engines only).
 
@@ -233,7 +226,7 @@ def rnn(
         step_mask(lengths_B, time),
         reverse=reverse,
         unroll=unroll,
-        remat=_check_engine(engine) == "remat",
+        remat=check_engine(engine) == "remat",
     )
     return time_major(ys_TBH), carry
 
@@ -245,9 +238,9 @@ def bidirectional(
     lengths_B: Array,
     *,
     unroll: int = 1,
-    engine: str | None = None,
+    engine: str = DEFAULT_ENGINE,
     matmul_dtype: str | None = None,
-):
+) -> tuple[Array, tuple[Any, Any]]:
     """A bidirectional layer: `params = {"forward": ..., "backward": ...}`.
 
     Returns `(ys <float>[batch, time, 2H], (forward_carry, backward_carry))`, the two
@@ -288,9 +281,9 @@ def stack(
     *,
     is_bidirectional: bool = True,
     return_sequences: bool = False,
-    engine: str | None = None,
+    engine: str = DEFAULT_ENGINE,
     matmul_dtype: str | None = None,
-):
+) -> Array:
     """Stacked recurrent layers with Keras' `return_sequences` semantics.
 
     Every layer but the last returns its full sequence to the next; the last returns its

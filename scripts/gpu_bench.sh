@@ -32,7 +32,7 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # Fail fast, with a clear message, when no package index is reachable.
 timeout 60 "${pip[@]}" download --quiet --no-deps --dest "$VENV/probe" pip >/dev/null 2>&1 \
   || fail "no package index reachable from this machine (pip could not fetch 'pip'); \
-install jax[cuda12], torch and keras from a local wheelhouse and run scripts/benchmark.py"
+install jax[cuda12], torch and keras from a local wheelhouse and run python -m benchmarks"
 echo "== installing (.[cuda,bench] and pytest) at $((SECONDS - started)) s"
 "${pip[@]}" install --quiet -e '.[cuda,bench]' pytest || fail "pip install -e '.[cuda,bench]' failed"
 
@@ -61,7 +61,7 @@ impls+=,torch,torch-nopack,jax-cudnn
 echo "== benchmark at $((SECONDS - started)) s"
 set +e
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
-timeout "${BENCH_TIMEOUT:-260}" "$VENV/bin/python" scripts/benchmark.py \
+timeout "${BENCH_TIMEOUT:-260}" "$VENV/bin/python" -m benchmarks \
   --workloads bilstm,stacked --lengths 128,256,1024 --batch 64 --rounds 3 --warmup 3 \
   --impls "$impls" \
   "${imdb[@]}" --out "$OUT_DIR/bench.json" ${BENCH_ARGS:-} | tee "$OUT_DIR/bench.md"

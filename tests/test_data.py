@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
 import tarfile
 from pathlib import Path
@@ -11,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_jax import data
-from lstm_jax.data import BUCKET_BOUNDARIES, Batch, DataError, Split
+from lstm_jax.tasks.sentiment import data
+from lstm_jax.tasks.sentiment.data import BUCKET_BOUNDARIES, Batch, DataError, Split
 
 # (split, class, file name) -> raw bytes; ids chosen so numeric and string order differ.
 REVIEWS: dict[tuple[str, str, str], bytes] = {
@@ -142,24 +141,11 @@ def test_folder_with_an_empty_class_raises_naming_it(tmp_path):
         data.load_imdb(write_folder(tmp_path, reviews))
 
 
-def test_no_archive_and_no_tensorflow_says_how_to_pass_one(monkeypatch):
+def test_no_archive_and_no_tensorflow_says_how_to_install_it_or_pass_one(monkeypatch):
     monkeypatch.delenv(data.ARCHIVE_ENV, raising=False)
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import now raises ImportError
-    with pytest.raises(DataError, match=f"--imdb-archive PATH.*{data.ARCHIVE_ENV}"):
+    with pytest.raises(DataError, match=rf"\.\[tfds\].*--data PATH.*{data.ARCHIVE_ENV}"):
         data.load_imdb()
-
-
-@pytest.mark.slow
-def test_real_archive_has_25000_balanced_reviews_per_split():
-    default = Path(__file__).resolve().parents[1] / ".." / "shared/data/aclImdb_labeled.tar.gz"
-    path = Path(os.environ.get(data.ARCHIVE_ENV) or default)
-    if not path.exists():
-        pytest.skip(f"no IMDB archive at {path}")
-    splits = data.load_imdb(path)
-    for split in splits.values():
-        assert len(split) == 25_000
-        np.testing.assert_array_equal(np.bincount(split.labels), [12_500, 12_500])
-        assert all(split.texts)
 
 
 # ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_directional_derivatives
 
 from lstm_jax import SentimentClassifier
 from lstm_jax.cli import main
@@ -45,12 +46,11 @@ def test_logits_ignore_1000_pad_tokens(kind):
     assert logits.shape == (3,) and logits.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("kind", ["bilstm", "stacked"])
-def test_classifier_gradients_match_finite_differences(kind):
+def test_classifier_gradients_match_finite_differences():
     """Each parameter array's directional derivative against central differences, in
     float64 with a small step (float32 steps large enough to beat rounding cross the
-    relu's kink)."""
-    model = SentimentClassifier(11, kind)
+    relu's kink), through both stacked layers and the head."""
+    model = SentimentClassifier(11, "stacked")
     tokens, lengths = _batch(vocab=11, time=5)
     with jax.enable_x64(True):
         params = jax.tree.map(lambda x: np.asarray(x, np.float64), _params(model, tokens, lengths))
@@ -58,21 +58,27 @@ def test_classifier_gradients_match_finite_differences(kind):
         def loss(params):
             return jnp.sum(jnp.tanh(model.apply({"params": params}, tokens, lengths)))
 
-        leaves, tree = jax.tree.flatten(params)
-        grads = jax.tree.leaves(jax.grad(loss)(params))
-        rng = np.random.default_rng(0)
-        for i, (leaf, grad) in enumerate(zip(leaves, grads, strict=True)):
-            direction = rng.standard_normal(leaf.shape)
+        assert_directional_derivatives(loss, (params,))
 
-            def along(step, i=i):
-                moved = list(leaves)
-                moved[i] = leaves[i] + step
-                return loss(jax.tree.unflatten(tree, moved))
 
-            numeric = (along(1e-6 * direction) - along(-1e-6 * direction)) / 2e-6
-            analytic = np.sum(grad * direction)
-            assert grad.dtype == np.float64
-            np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+def test_engine_is_a_model_field_that_changes_no_parameter():
+    """Every engine against a plain loop: tests/test_recurrence.py; here the field reaches
+    both stacked layers."""
+    tokens, lengths = _batch()
+    reference = SentimentClassifier(50, "stacked")
+    params = _params(reference, tokens, lengths)
+    model = SentimentClassifier(50, "stacked", engine="remat")
+    assert jax.tree.map(jnp.shape, _params(model, tokens, lengths)) == jax.tree.map(
+        jnp.shape, params
+    )
+    np.testing.assert_allclose(
+        model.apply({"params": params}, tokens, lengths),
+        reference.apply({"params": params}, tokens, lengths),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="unknown engine"):
+        SentimentClassifier(50, engine="cudnn").apply({"params": params}, tokens, lengths)
 
 
 def test_tokens_must_be_2d():

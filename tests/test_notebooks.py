@@ -53,6 +53,7 @@ def test_every_notebook_is_tested():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(EXPECTED)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs_in_quick_mode(name, tmp_path, monkeypatch):
     monkeypatch.setenv("LSTM_JAX_QUICK", "1")

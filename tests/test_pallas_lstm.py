@@ -64,6 +64,7 @@ def test_kernels_match_the_fused_loop_in_float32():
     _assert_trees_close(grads, expected, 1e-5)
 
 
+@pytest.mark.slow
 def test_kernels_with_bfloat16_matmuls_stay_close_to_the_fused_loop():
     """Both round the same matmul inputs to bfloat16; they differ in summation order only."""
     params, xs, mask = _core_inputs()
@@ -84,7 +85,9 @@ def test_kernels_with_bfloat16_matmuls_stay_close_to_the_fused_loop():
 def _pallas_through_recurrence(monkeypatch):
     """Engine "pallas" with its kernels interpreted, as if this CPU were a GPU."""
     monkeypatch.setattr(
-        recurrence, "_kernel", lambda engine, hidden, dtype: "interpret" if engine else "loop"
+        recurrence,
+        "_kernel",
+        lambda engine, hidden, dtype: "interpret" if engine == "pallas" else "loop",
     )
 
 
@@ -96,6 +99,7 @@ def _layer_params():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", ["bidirectional", "rnn-reverse"])
 def test_pallas_engine_matches_the_fused_engine(layer, monkeypatch):
     _pallas_through_recurrence(monkeypatch)

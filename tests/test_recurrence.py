@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax import cells, recurrence
+from lstm_jax import cells, pallas_lstm, recurrence
 
 B, T, E, H = 3, 6, 3, 4
+# Off a GPU engine "pallas" runs the fused engine's code (tests/test_pallas_lstm.py).
+ENGINES = [e for e in recurrence.ENGINES if e != "pallas" or pallas_lstm.on_gpu()]
 LENGTHS = np.array([6, 2, 0], np.int32)
 
 
@@ -28,16 +30,42 @@ def _loop(spec, params, x_TE, reverse=False):
     return ys, carry
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", sorted(cells.CELLS))
 @pytest.mark.parametrize("reverse", [False, True])
-def test_scan_matches_plain_loop_per_sequence(name, reverse):
+def test_each_engine_matches_a_plain_loop_per_sequence(name, reverse, engine):
     spec, params, xs = _setup(name)
-    ys, carry = recurrence.rnn(name, params, xs, LENGTHS, reverse=reverse)
+    ys, carry = recurrence.rnn(name, params, xs, LENGTHS, reverse=reverse, engine=engine)
     for b, n in enumerate(LENGTHS):
         ys_ref, carry_ref = _loop(spec, params, xs[b, :n], reverse)
         np.testing.assert_allclose(ys[b, :n], ys_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(ys[b, n:], 0.0)  # padded steps emit zeros
         for got, ref in zip(jax.tree.leaves(carry), jax.tree.leaves(carry_ref), strict=True):
+            np.testing.assert_allclose(got[b], ref[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", sorted(cells.CELLS))
+def test_bidirectional_matches_plain_loops_per_sequence(name, engine):
+    """Each sequence alone, forward and reversed over its real steps only: the outputs of
+    both halves and both final carries, for every cell on every engine."""
+    spec, _, xs = _setup(name)
+    params = {
+        "forward": spec.init(jax.random.key(1), E, H),
+        "backward": spec.init(jax.random.key(2), E, H),
+    }
+    ys, (carry_fwd, carry_bwd) = recurrence.bidirectional(name, params, xs, LENGTHS, engine=engine)
+    assert ys.shape == (B, T, 2 * H)
+    for b, n in enumerate(LENGTHS):
+        fwd, fwd_carry = _loop(spec, params["forward"], xs[b, :n])
+        bwd, bwd_carry = _loop(spec, params["backward"], xs[b, :n], reverse=True)
+        np.testing.assert_allclose(ys[b, :n, :H], fwd, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ys[b, :n, H:], bwd, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ys[b, n:], 0.0)
+        for got, ref in (
+            *zip(jax.tree.leaves(carry_fwd), jax.tree.leaves(fwd_carry), strict=True),
+            *zip(jax.tree.leaves(carry_bwd), jax.tree.leaves(bwd_carry), strict=True),
+        ):
             np.testing.assert_allclose(got[b], ref[0], rtol=1e-5, atol=1e-6)
 
 
@@ -67,20 +95,6 @@ def test_extra_padding_leaves_results_unchanged():
         np.testing.assert_allclose(ys_long[:, :T], ys, atol=1e-6)
         np.testing.assert_array_equal(ys_long[:, T:], 0.0)
         np.testing.assert_allclose(carry_long[0], carry[0], atol=1e-6)
-
-
-def test_bidirectional_backward_starts_at_last_real_token():
-    spec, _, xs = _setup()
-    params = {
-        "forward": spec.init(jax.random.key(1), E, H),
-        "backward": spec.init(jax.random.key(2), E, H),
-    }
-    ys, (_, carry_bwd) = recurrence.bidirectional("lstm", params, xs, LENGTHS)
-    assert ys.shape == (B, T, 2 * H)
-    n = int(LENGTHS[1])
-    ys_ref, carry_ref = _loop(spec, params["backward"], xs[1, :n][::-1])
-    np.testing.assert_allclose(ys[1, :n, H:], ys_ref[::-1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(carry_bwd[0][1], carry_ref[0][0], rtol=1e-5, atol=1e-6)
 
 
 def test_stack_follows_return_sequences():

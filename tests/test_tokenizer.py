@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstm_jax.tokenizer import PAD_ID, SubwordTokenizer, normalize_text
+from lstm_jax.tasks.sentiment.tokenizer import PAD_ID, SubwordTokenizer, normalize_text
 
 WORDS = "the movie was great terrible acting plot boring loved hated film actor scene".split()
 CORPUS = [

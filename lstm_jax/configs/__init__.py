@@ -1,11 +1,14 @@
-"""Experiment configs: one module per experiment, its docstring the command and the result."""
+"""Experiment configs, found by name: one module per experiment, its docstring the exact
+command and the result it reaches, its `get_config()` a task's config."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from lstm_jax.config import TrainConfig
+from lstm_jax.train import ConfigError, TrainConfig
+
+DEFAULT = "imdb_bilstm"
 
 
 def names() -> list[str]:
@@ -13,9 +16,8 @@ def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
-def get(name: str | None, *, model: str | None = None) -> TrainConfig:
-    """Config `name`; without a name, the IMDB experiment of `model` (default: bilstm)."""
-    name = name or f"imdb_{model or 'bilstm'}"
+def get(name: str = DEFAULT) -> TrainConfig:
+    """The config of experiment `name`; a clear error lists the experiments otherwise."""
     if name not in names():
-        raise ValueError(f"unknown config {name!r}; choose one of {names()}")
+        raise ConfigError(f"unknown config {name!r}; choose one of {names()}")
     return importlib.import_module(f"{__name__}.{name}").get_config()

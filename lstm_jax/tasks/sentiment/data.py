@@ -93,7 +93,8 @@ def load_imdb(
     the order never depends on the archive's member order. Nothing touches the network.
 
     With neither, the reviews come from TensorFlow Datasets (`imdb_reviews/plain_text`,
-    downloaded into `tfds_data_dir` or TFDS' default); that needs `tensorflow` installed.
+    downloaded into `tfds_data_dir` or TFDS' default); that needs TensorFlow, which the
+    `tfds` extra installs (`pip install -e '.[tfds]'`).
 
     Raises `DataError` saying what was wrong: a missing path, a file that is not a (whole)
     tar archive, a wrong layout or an empty split or class; or, without an archive, that
@@ -189,7 +190,7 @@ def _decode(data: bytes) -> str:
 
 def _load_from_tfds(data_dir: str | None) -> dict[str, Split]:
     hint = (
-        f"pass --imdb-archive PATH or set {ARCHIVE_ENV}=PATH to a copy of aclImdb_v1.tar.gz "
+        f"pass --data PATH or set {ARCHIVE_ENV}=PATH to a copy of aclImdb_v1.tar.gz "
         f"(or a folder in the layout {LAYOUT})"
     )
     try:
@@ -198,7 +199,7 @@ def _load_from_tfds(data_dir: str | None) -> dict[str, Split]:
     except ImportError as e:
         raise DataError(
             f"no IMDB archive was given and TensorFlow Datasets cannot load imdb_reviews "
-            f"({e}); {hint}"
+            f"({e}); install TensorFlow for it with `pip install -e '.[tfds]'`, or {hint}"
         ) from e
     try:  # TensorFlow must not take the accelerator from JAX.
         tf.config.set_visible_devices([], "GPU")

@@ -1,4 +1,4 @@
-"""Predictions of a trained run for raw review texts."""
+"""Predictions of a trained sentiment run for raw review texts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax import config as config_lib
-from lstm_jax import training
+from lstm_jax.tasks.sentiment.task import SentimentConfig, SentimentTask
+from lstm_jax.train import load_params
+from lstm_jax.train.config import read_config_json
 
 THRESHOLD = 0.5
 
@@ -26,14 +27,17 @@ class Prediction(NamedTuple):
 
 
 class Predictor:
-    """The best model of a run directory, ready to score review texts."""
+    """The best model of a sentiment run directory, ready to score review texts."""
 
     def __init__(self, workdir: str | Path):
         self.workdir = Path(workdir)
-        self.config = config_lib.load(self.workdir)
-        self.tokenizer = training.load_tokenizer(self.workdir, self.config)
-        self.params = training.load_params(self.workdir, self.config)
-        model = training.make_model(self.config)
+        source = f"{self.workdir / 'config.json'}"
+        self.config = SentimentConfig.from_dict(read_config_json(self.workdir), source=source)
+        task = SentimentTask(self.config)
+        task.prepare(self.workdir, ())
+        self.tokenizer = task.tokenizer
+        self.params = load_params(task, self.workdir)
+        model = task.model
         self._logits = jax.jit(lambda p, t, n: model.apply({"params": p}, t, n))
 
     def encode(self, text: str) -> np.ndarray:
@@ -63,7 +67,7 @@ class Predictor:
 
 def _valid_unicode(text: str) -> str:
     """Undecodable bytes (as the command line passes them, surrogate-escaped) become U+FFFD,
-    as `lstm_jax.data` does for review files."""
+    as `lstm_jax.tasks.sentiment.data` does for review files."""
     try:
         raw = text.encode("utf-8", errors="surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte

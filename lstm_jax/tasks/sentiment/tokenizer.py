@@ -174,7 +174,7 @@ class SubwordTokenizer:
         """`<int32>[n]` ids of `text`, all in `[1, vocab_size)`; `""` gives an empty array.
 
         `text` must be `str`: bytes raise `TypeError` (decode them first, e.g. with
-        `data.decode("utf-8", errors="replace")` as `lstm_jax.data` does).
+        `data.decode("utf-8", errors="replace")` as `lstm_jax.tasks.sentiment.data` does).
         """
         _check_text(text, "text")
         try:

@@ -1,0 +1,197 @@
+"""The training loop every task shares: `fit`, and `evaluate` / `load_params` of a run.
+
+`fit` trains a task into a run directory (`lstm_jax.train.rundir`): it checkpoints every
+epoch and when SIGINT or SIGTERM arrives (then raises `Interrupted`), keeps the
+parameters with the best validation metric, writes the history, and finally evaluates the
+best parameters on the test split, once. `resume=True` continues from the latest
+checkpoint to the same final weights as an uninterrupted run: epoch `e`'s batches and
+every dropout key depend only on the seed, `e` and the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+from tqdm.auto import tqdm
+
+from lstm_jax.train import checkpoints, history, rundir
+from lstm_jax.train import step as step_lib
+from lstm_jax.train.config import read_config_json
+from lstm_jax.train.rundir import RESULTS_FILE, RunError
+from lstm_jax.train.task import Task
+from lstm_jax.train.trainer import Trainer
+
+LOG_EVERY = 20  # steps between progress-bar updates (on one device the only host syncs)
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint at `step`."""
+
+    def __init__(self, step: int, workdir: Path):
+        super().__init__(
+            f"interrupted at step {step}; checkpoint saved in {workdir}. "
+            f"Continue with: lstm-jax train --workdir {workdir} --resume"
+        )
+        self.step = step
+        self.workdir = workdir
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """Turn SIGINT and SIGTERM into a flag the loop polls between steps."""
+    requested: list[int] = []
+    handler = lambda signum, frame: requested.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _is_better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def fit(
+    task: Task,
+    workdir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+) -> dict[str, Any]:
+    """Train `task` into `workdir`, evaluate its best parameters on the test split, and
+    return the results (`test_<metric>`, `best_epoch`, `epochs`).
+
+    `on_step(step)` is called after each train step (for tools and tests); `devices`
+    (default: all local ones) are the mesh the step is data-parallel over.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = task.config
+    rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
+    if resume and (workdir / RESULTS_FILE).exists():
+        return json.loads((workdir / RESULTS_FILE).read_text())
+    task.prepare(workdir)
+    if not resume:
+        config.save(workdir)  # only now: a start that fails on its data leaves no run behind
+    steps_per_epoch = len(task.batches("train", 0))
+    trainer = Trainer(task, steps_per_epoch, devices)
+    state = trainer.init_state()
+    states, best = checkpoints.state_manager(workdir), checkpoints.best_manager(workdir)
+    metric, mode = task.selection
+    records: list[dict[str, Any]] = []
+    epoch_sums = None
+    val_batches = task.batches("val")
+    if resume and states.latest_step() is not None:
+        state, epoch_sums = checkpoints.restore_state(states, state)
+        records = history.read(workdir)
+    step = int(state.step)
+    with _stop_requests() as stop:
+        for epoch in range(len(records), config.epochs):
+            batches = task.batches("train", epoch)
+            skip = step - epoch * len(batches)
+            if skip == 0:
+                epoch_sums = None
+            started = time.perf_counter()
+            bar = tqdm(
+                total=len(batches),
+                initial=skip,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                unit="batch",
+                disable=not progress,
+            )
+            for i in range(skip, len(batches)):
+                state, sums = trainer.train_step(state, batches[i])
+                epoch_sums = step_lib.add(epoch_sums, sums)
+                step += 1
+                bar.update()
+                if on_step is not None:
+                    on_step(step)
+                if (i + 1) % LOG_EVERY == 0:
+                    rate = (i + 1 - skip) * config.batch_size / (time.perf_counter() - started)
+                    shown = {k: f"{v:.4f}" for k, v in step_lib.means(epoch_sums).items()}
+                    bar.set_postfix(**shown, examples_per_s=f"{rate:.0f}")
+                if stop:
+                    checkpoints.save(states, step, {"state": state, "sums": epoch_sums})
+                    bar.close()
+                    raise Interrupted(step, workdir)
+            bar.close()
+            seconds = time.perf_counter() - started
+            train = task.report(step_lib.means(epoch_sums))
+            val = trainer.evaluate(state.params, val_batches)
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"val_{k}": v for k, v in val.items()},
+                "seconds": seconds,
+                **task.epoch_extras(batches),
+            }
+            checkpoints.save(states, step, {"state": state, "sums": epoch_sums})
+            if _is_better(val[metric], _best_value(records, metric, mode), mode):
+                checkpoints.save(best, step, state.params)
+            records.append(record)
+            history.write(workdir, records)
+            if progress:
+                print(history.format_record(record), flush=True)
+    params = checkpoints.restore(best, state.params)
+    test = trainer.evaluate(params, task.batches("test"))
+    results = {
+        **{f"test_{k}": v for k, v in test.items()},
+        "best_epoch": _best(records, metric, mode)["epoch"],
+        "epochs": len(records),
+    }
+    (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _best(records: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The first record with the best validation `metric` (None before the first epoch)."""
+    best = None
+    for record in records:
+        value = record[f"val_{metric}"]
+        if _is_better(value, None if best is None else best[f"val_{metric}"], mode):
+            best = record
+    return best
+
+
+def _best_value(records: list[dict[str, Any]], metric: str, mode: str) -> float | None:
+    best = _best(records, metric, mode)
+    return None if best is None else best[f"val_{metric}"]
+
+
+def load_params(task: Task, workdir: str | Path) -> Any:
+    """The best parameters saved in `workdir` (the latest checkpoint's if none is best)."""
+    workdir = Path(workdir)
+    read_config_json(workdir)  # a clear error where `workdir` holds no run
+    template = jax.eval_shape(task.init_params, jax.random.key(task.config.seed))
+    best = checkpoints.best_manager(workdir)
+    if best.latest_step() is not None:
+        return checkpoints.restore(best, template)
+    states = checkpoints.state_manager(workdir)
+    if states.latest_step() is None:
+        raise RunError(
+            f"{workdir} holds no checkpoint yet; train with `lstm-jax train --workdir {workdir}`"
+        )
+    state = jax.eval_shape(Trainer(task).init_state)
+    return checkpoints.restore_state(states, state)[0].params
+
+
+def evaluate(task: Task, workdir: str | Path) -> dict[str, float]:
+    """Test metrics of the run in `workdir` (its best parameters), the task given with the
+    run's config (`lstm_jax.tasks.load`)."""
+    read_config_json(workdir)  # a clear error where `workdir` holds no run
+    task.prepare(Path(workdir), ("test",))
+    params = load_params(task, workdir)
+    return Trainer(task).evaluate(params, task.batches("test"))

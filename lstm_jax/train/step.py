@@ -1,0 +1,99 @@
+"""The pure pieces of training: the state, the optimizer, one train step, one eval step.
+
+`train_step(state, batch, ...) -> (state, sums)` is pure and importable; `Trainer` jits it
+once with the state donated. Metrics come back as sums (see `lstm_jax.train.task`) and
+the host reads them only when it logs (`means`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from lstm_jax.train.config import TrainConfig
+
+MetricsFn = Callable[..., dict[str, jax.Array]]
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """The one place the optimizer is built: optional global-norm clip, then Adam with the
+    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps)."""
+    rate = config.learning_rate
+    if config.schedule == "cosine":
+        rate = optax.cosine_decay_schedule(rate, config.epochs * steps_per_epoch)
+    parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    return optax.chain(*parts, optax.adam(rate))
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """Step 0 with `params` and the optimizer's initial state."""
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+def _across(axis_name: str | None, tree: Any) -> Any:
+    """`tree` summed over the devices of `axis_name` (itself when there is no axis)."""
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def train_step(
+    state: TrainState,
+    batch: Any,
+    *,
+    metrics_fn: MetricsFn,
+    optimizer: optax.GradientTransformation,
+    seed: int = 0,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on the mean loss of the batch's real examples.
+
+    `metrics_fn(params, batch, train=True, rng=key)` is the task's `metrics`. Dropout's
+    key is `fold_in(key(seed), step)`, so a resumed run draws the same masks. Under
+    `shard_map` over `axis_name`, `batch` is this device's slice: the key is also folded
+    with the device's index, and the gradient of the loss *sum* is taken on each slice and
+    divided by the count after one sum over the axis, so the step's only collective comes
+    after all its compute (`Trainer._settled` says why that matters on a CPU).
+    """
+    key = jax.random.fold_in(jax.random.key(seed), state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+    def loss_fn(params):
+        sums = metrics_fn(params, batch, train=True, rng=key)
+        return sums["loss"], sums
+
+    grad_sums, sums = _across(axis_name, jax.grad(loss_fn, has_aux=True)(state.params))
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grad_sums)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state), sums
+
+
+def eval_step(
+    params: Any, batch: Any, *, metrics_fn: MetricsFn, axis_name: str | None = None
+) -> dict[str, jax.Array]:
+    """The task's sums of one batch without dropout (summed over `axis_name`)."""
+    return _across(axis_name, metrics_fn(params, batch, train=False, rng=None))
+
+
+def add(total: dict[str, jax.Array] | None, sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Running sums: `total + sums` leaf by leaf (`sums` when there is no total yet)."""
+    return sums if total is None else jax.tree.map(jnp.add, total, sums)
+
+
+def means(sums: dict[str, jax.Array]) -> dict[str, float]:
+    """Each sum over the count, read on the host (the one sync of a log); loss first."""
+    sums = jax.device_get(sums)
+    count = max(float(sums["count"]), 1.0)
+    names = ["loss", *sorted(set(sums) - {"loss", "count"})]
+    return {k: float(sums[k]) / count for k in names}

@@ -1,0 +1,267 @@
+"""IMDB sentiment on the trainer, on a toy IMDB: one tiny end-to-end fit, predictions,
+compiled shapes, and every config field reaching what it controls."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_jax import train
+from lstm_jax.tasks.sentiment import Predictor, SentimentConfig, SentimentTask
+from lstm_jax.tasks.sentiment import data as data_lib
+from lstm_jax.tasks.sentiment.task import Encoded
+from lstm_jax.train import TrainConfig
+
+CONFIG = SentimentConfig(
+    vocab_size=300, batch_size=16, epochs=2, val_fraction=0.25, learning_rate=1e-2
+)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_imdb, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    results = train.fit(SentimentTask(CONFIG, data=tiny_imdb), workdir, progress=False)
+    return workdir, results
+
+
+def _prepared(config, tiny_imdb, tmp_path):
+    task = SentimentTask(config, data=tiny_imdb)
+    task.prepare(tmp_path)
+    return task
+
+
+def test_a_tiny_fit_learns_the_toy_reviews(finished_run):
+    workdir, results = finished_run
+    assert results["epochs"] == 2 and results["test_accuracy"] > 0.7
+    records = train.history.read(workdir)
+    assert 0.0 < records[0]["padding_fraction"] < 1.0
+    assert (workdir / "tokenizer.json").is_file()
+
+
+def test_predictions_ignore_padding(finished_run):
+    predictor = Predictor(finished_run[0])
+    text = "a great and wonderful film"
+    n = predictor.predict(text).tokens
+    bare = predictor.predict(text, width=n).probability
+    padded = predictor.predict(text, width=n + 1000).probability
+    assert bare > 0.5  # the toy data's positive words
+    assert abs(bare - padded) < 1e-5
+
+
+def test_predict_handles_odd_texts(finished_run):
+    predictor = Predictor(finished_run[0])
+    with pytest.raises(ValueError, match="empty"):
+        predictor.predict("   ")
+    with pytest.raises(TypeError, match="must be str"):
+        predictor.predict(b"great")
+    odd = predictor.predict("caf\udcff \ufffd ünïcode ☃")  # replacement chars, non-ASCII
+    assert odd.tokens > 0
+    text = " ".join(["great"] * 50_000)  # a quarter of a million subwords, one batch row
+    long = predictor.predict(text)
+    assert long.tokens == len(predictor.encode(text)) > 50_000 and np.isfinite(long.probability)
+
+
+def test_evaluate_rebuilds_the_run_from_its_directory(finished_run, tiny_imdb):
+    from lstm_jax import tasks
+
+    workdir, results = finished_run
+    again = train.evaluate(tasks.load(workdir, tiny_imdb), workdir)
+    assert again["accuracy"] == pytest.approx(results["test_accuracy"])
+
+
+def test_train_step_compiles_once_per_shape(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(batch_size=8), tiny_imdb, tmp_path)
+    rng = np.random.default_rng(0)  # reviews of 1 to 150 subwords: three buckets
+    tokens = [rng.integers(1, 50, n).astype(np.int32) for n in rng.integers(1, 150, 48)]
+    task.splits["train"] = Encoded(tokens, rng.integers(0, 2, 48).astype(np.int32))
+    trainer = train.Trainer(task)
+    state = trainer.init_state()
+    shapes = set()
+    for epoch in range(2):
+        for batch in task.batches("train", epoch):
+            shapes.add(batch.tokens.shape)
+            state, _ = trainer.train_step(state, batch)
+    assert len(shapes) > 1
+    assert trainer.jitted_train_step._cache_size() == len(shapes)
+
+
+def test_a_stacked_train_step_changes_every_parameter(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(model="stacked"), tiny_imdb, tmp_path)
+    trainer = train.Trainer(task)
+    state = trainer.init_state()
+    before = jax.tree.map(np.array, state.params)
+    state, _ = trainer.train_step(state, task.batches("train")[0])
+    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, state.params)
+    assert all(jax.tree.leaves(changed)), changed
+
+
+def test_a_start_that_fails_on_its_data_can_simply_be_retried(tiny_imdb, tmp_path):
+    with pytest.raises(data_lib.DataError):
+        train.fit(SentimentTask(CONFIG, data=tmp_path / "missing"), tmp_path, progress=False)
+    assert not (tmp_path / "config.json").exists()
+    results = train.fit(
+        SentimentTask(CONFIG.replace(epochs=1), data=tiny_imdb), tmp_path, progress=False
+    )
+    assert results["epochs"] == 1
+
+
+# ----------------------------------------------------------------------------------
+# Every config field reaches what it controls. A new field without a check here fails
+# `test_every_config_field_is_checked`.
+# ----------------------------------------------------------------------------------
+def _check_seed(tiny_imdb, tmp_path):
+    a = _prepared(CONFIG, tiny_imdb, tmp_path / "a")
+    b = _prepared(CONFIG.replace(seed=1), tiny_imdb, tmp_path / "b")
+    init = lambda t: t.init_params(jax.random.key(t.config.seed))  # noqa: E731
+    assert not np.array_equal(init(a)["embedding"]["embedding"], init(b)["embedding"]["embedding"])
+    assert [len(x) for x in a.splits["val"].tokens] != [len(x) for x in b.splits["val"].tokens]
+    order = lambda t: [x.lengths.tolist() for x in t.batches("train", 0)]  # noqa: E731
+    assert order(a) != order(b)
+
+
+def _check_epochs(tiny_imdb, tmp_path):
+    results = train.fit(
+        SentimentTask(CONFIG.replace(epochs=1), data=tiny_imdb), tmp_path, progress=False
+    )
+    assert results["epochs"] == 1 and len(train.history.read(tmp_path)) == 1
+
+
+def _check_batch_size(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(batch_size=4), tiny_imdb, tmp_path)
+    assert {b.tokens.shape[0] for b in task.batches("train")} == {4}
+
+
+def _check_model(tiny_imdb, tmp_path):
+    task = SentimentTask(CONFIG.replace(model="stacked", vocab_size=8185))
+    params = jax.eval_shape(task.init_params, jax.random.key(0))
+    assert sum(x.size for x in jax.tree.leaves(params)) == 635_329
+
+
+def _check_vocab_size(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(vocab_size=280), tiny_imdb, tmp_path)
+    assert task.tokenizer.vocab_size == 280
+    params = jax.eval_shape(task.init_params, jax.random.key(0))
+    assert params["embedding"]["embedding"].shape[0] == 280
+
+
+def _check_normalize_text(tiny_imdb, tmp_path):
+    for normalize in (False, True):
+        task = _prepared(
+            CONFIG.replace(normalize_text=normalize), tiny_imdb, tmp_path / str(normalize)
+        )
+        assert task.tokenizer.normalizes == normalize
+        same = np.array_equal(
+            task.tokenizer.encode("GREAT<br />film"), task.tokenizer.encode("great film")
+        )
+        assert same == normalize
+
+
+def _check_dropout(tiny_imdb, tmp_path):
+    tokens, lengths = jnp.ones((2, 6), jnp.int32), jnp.array([6, 3], jnp.int32)
+    for rate, varies in ((0.0, False), (0.5, True)):
+        task = SentimentTask(CONFIG.replace(dropout=rate))
+        params = task.init_params(jax.random.key(0))
+        batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
+        runs = [
+            task.metrics(params, batch, train=True, rng=jax.random.key(k))["loss"] for k in (1, 2)
+        ]
+        assert (runs[0] != runs[1]) == varies
+
+
+def _check_val_fraction(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(val_fraction=0.5), tiny_imdb, tmp_path)
+    assert len(task.splits["val"].labels) == len(task.splits["train"].labels) == 48
+
+
+def _check_max_len(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(max_len=8), tiny_imdb, tmp_path)
+    for split in ("train", "val", "test"):
+        assert max(b.tokens.shape[1] for b in task.batches(split)) == 8
+
+
+def _check_max_train_examples(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(max_train_examples=20), tiny_imdb, tmp_path)
+    labels = task.splits["train"].labels
+    assert len(labels) == 20 and 0 < labels.sum() < 20
+
+
+def _first_updates(config, grads, steps=1):
+    """The optimizer's first `steps` updates of one parameter, all with gradient `grads`."""
+    optimizer = train.Trainer(SentimentTask(config), steps_per_epoch=1).optimizer
+    params = {"w": jnp.ones(3)}
+    state, out = optimizer.init(params), []
+    for _ in range(steps):
+        updates, state = optimizer.update({"w": grads}, state, params)
+        out.append(np.asarray(updates["w"]))
+    return out
+
+
+def _check_learning_rate(tiny_imdb, tmp_path):
+    first = _first_updates(CONFIG.replace(learning_rate=3e-3, clip_norm=0.0), jnp.ones(3))[0]
+    np.testing.assert_allclose(-first, 3e-3, rtol=1e-4)
+
+
+def _check_schedule(tiny_imdb, tmp_path):
+    config = CONFIG.replace(epochs=2, clip_norm=0.0)  # cosine: to 0 over 2 steps
+    cosine = _first_updates(config.replace(schedule="cosine"), jnp.ones(3), steps=3)
+    constant = _first_updates(config, jnp.ones(3), steps=3)
+    assert cosine[2][0] == 0.0 and constant[2][0] < 0.0
+
+
+def _check_clip_norm(tiny_imdb, tmp_path):
+    big = jnp.array([300.0, 400.0, 0.0])  # norm 500
+    clipped = _first_updates(CONFIG.replace(clip_norm=1.0, learning_rate=1.0), big, steps=2)
+    plain = _first_updates(CONFIG.replace(clip_norm=0.0, learning_rate=1.0), big / 500, steps=2)
+    np.testing.assert_allclose(clipped[1], plain[1], rtol=1e-6)  # clipped to norm 1
+
+
+def _check_matmul_dtype(tiny_imdb, tmp_path):
+    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 50, (3, 12)), jnp.int32)
+    batch = data_lib.Batch(
+        tokens, jnp.array([12, 7, 1], jnp.int32), jnp.array([0, 1, 1]), jnp.ones(3)
+    )
+    low, ref = (SentimentTask(CONFIG.replace(matmul_dtype=d)) for d in ("bfloat16", "float32"))
+    params = ref.init_params(jax.random.key(0))
+    a = low.metrics(params, batch, train=False, rng=None)["loss"]
+    b = ref.metrics(params, batch, train=False, rng=None)["loss"]
+    assert 0.0 < abs(float(a - b)) < 1e-2 * abs(float(b))  # rounded, so bfloat16 ran
+
+
+def _check_engine(tiny_imdb, tmp_path):
+    tokens, lengths = jnp.ones((2, 4), jnp.int32), jnp.array([4, 2], jnp.int32)
+    for engine, fused in (("fused", True), ("scan", False)):
+        task = SentimentTask(CONFIG.replace(engine=engine))
+        params = task.init_params(jax.random.key(0))
+        jaxpr = jax.make_jaxpr(lambda p, t=task: t.model.apply({"params": p}, tokens, lengths))
+        assert ("custom_vjp" in str(jaxpr(params))) == fused  # the fused engine's own VJP
+
+
+CHECKS = {
+    "seed": _check_seed,
+    "epochs": _check_epochs,
+    "batch_size": _check_batch_size,
+    "learning_rate": _check_learning_rate,
+    "schedule": _check_schedule,
+    "clip_norm": _check_clip_norm,
+    "matmul_dtype": _check_matmul_dtype,
+    "engine": _check_engine,
+    "model": _check_model,
+    "vocab_size": _check_vocab_size,
+    "normalize_text": _check_normalize_text,
+    "dropout": _check_dropout,
+    "val_fraction": _check_val_fraction,
+    "max_len": _check_max_len,
+    "max_train_examples": _check_max_train_examples,
+}
+
+
+def test_every_config_field_is_checked():
+    assert set(CHECKS) == {f.name for f in dataclasses.fields(SentimentConfig)}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(CHECKS)
+
+
+@pytest.mark.parametrize("field", sorted(CHECKS))
+def test_config_field_reaches_what_it_controls(field, tiny_imdb, tmp_path):
+    CHECKS[field](tiny_imdb, tmp_path)
