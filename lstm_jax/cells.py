@@ -69,7 +69,9 @@ def init_lstm(key: Array, input_size: int, hidden_size: int) -> Params:
     return params
 
 
-def lstm_cell(params: Params, carry: tuple[Array, Array], x_t: Array):
+def lstm_cell(
+    params: Params, carry: tuple[Array, Array], x_t: Array
+) -> tuple[tuple[Array, Array], Array]:
     """One LSTM step. Carry `(h, c)`, both `<float>[batch, H]`; output `h_{t+1}`.
 
     z   = x_t @ kernel + h_t @ recurrent_kernel + bias,   split into (i, f, g, o)
@@ -85,7 +87,7 @@ def lstm_cell(params: Params, carry: tuple[Array, Array], x_t: Array):
     return lstm_gates(z, c)
 
 
-def lstm_gates(z: Array, c: Array):
+def lstm_gates(z: Array, c: Array) -> tuple[tuple[Array, Array], Array]:
     """The LSTM's pointwise part: pre-activations `z <float>[batch, 4H]` and `c_t` to
     `((h_{t+1}, c_{t+1}), h_{t+1})`. Shared by the cell and the fused recurrence paths."""
     i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -103,7 +105,7 @@ def init_simple_rnn(key: Array, input_size: int, hidden_size: int) -> Params:
     return _init_gated(key, input_size, hidden_size, 1)
 
 
-def simple_rnn_cell(params: Params, carry: Array, x_t: Array):
+def simple_rnn_cell(params: Params, carry: Array, x_t: Array) -> tuple[Array, Array]:
     """One Elman RNN step. Carry `h <float>[batch, H]`; output `h_{t+1}`.
 
     h_{t+1} = tanh(x_t @ kernel + h_t @ recurrent_kernel + bias)
@@ -126,7 +128,9 @@ def init_carry_lstm(key: Array, input_size: int, hidden_size: int) -> Params:
     return params
 
 
-def carry_lstm_cell(params: Params, carry: tuple[Array, Array], x_t: Array):
+def carry_lstm_cell(
+    params: Params, carry: tuple[Array, Array], x_t: Array
+) -> tuple[tuple[Array, Array], Array]:
     """One step of the lecture's LSTM, written as a "carry track" beside a simple RNN.
 
     Carry `(state_t, c_t)`, both `<float>[batch, H]`; gate order along 4H: o, i, f, k.
@@ -163,7 +167,7 @@ def init_gru(key: Array, input_size: int, hidden_size: int) -> Params:
     return params
 
 
-def gru_cell(params: Params, carry: Array, x_t: Array):
+def gru_cell(params: Params, carry: Array, x_t: Array) -> tuple[Array, Array]:
     """One GRU step (reset gate applied after the recurrent matmul). Carry `h [batch, H]`.
 
     x_z, x_r, x_n = split(x_t @ kernel + bias)
@@ -196,7 +200,7 @@ class CellSpec:
     init: Callable
     carry_parts: int
 
-    def zero_carry(self, batch: int, hidden_size: int, dtype: Any = jnp.float32):
+    def zero_carry(self, batch: int, hidden_size: int, dtype: Any = jnp.float32) -> Any:
         """The initial carry for `batch` sequences: zeros, as in Keras."""
         zeros = jnp.zeros((batch, hidden_size), dtype)
         return zeros if self.carry_parts == 1 else (zeros,) * self.carry_parts

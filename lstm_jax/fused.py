@@ -313,7 +313,7 @@ def lstm_layer_tm(
     unroll: int = 1,
     matmul_dtype: Any = None,
     kernel: str = "loop",
-):
+) -> tuple[Array, tuple[Array, Array]]:
     """One LSTM direction over `<float>[time, batch, E]` with `<bool>[time, batch]` mask.
 
     Returns `(ys <float>[time, batch, H], (h, c))` as `recurrence.rnn` does for the "lstm"
@@ -343,7 +343,7 @@ def lstm_bidirectional_tm(
     unroll: int = 1,
     matmul_dtype: Any = None,
     kernel: str = "loop",
-):
+) -> tuple[Array, Array, tuple[tuple[Array, Array], tuple[Array, Array]]]:
     """Both LSTM directions in one loop over `<float>[time, batch, E]`.
 
     Returns `(ys_fwd <float>[time, batch, H], ys_bwd <float>[time, batch, H],

@@ -22,19 +22,11 @@ inputs and accumulate in float32, and the outputs come back rounded to bfloat16,
 
 Shapes the kernels need: H a power of two, at least 16 (the gates' matmuls are Triton
 `dot`s; the tutorial's models have 64 and 32); the batch is padded to a multiple of
-`BLOCK_B` (padded rows are masked out); any time length.
-
-Status: written and tested without a GPU. The tests run the kernels in Pallas' interpret
-mode on CPU (values and gradients against the `fused` loop, to 1e-5 in float32) and lower
-them for CUDA with `jax.export`, which runs Pallas' Triton lowering; Triton's own
-compilation and the speed were never checked here (`scripts/gpu_bench.sh` measures both as
-`lstm_jax-pallas`). So `recurrence` takes these kernels only for `engine="pallas"` on a
-GPU backend; elsewhere that engine falls back to the `fused` loop.
-
-Why Triton: it runs on Ampere and newer GPUs and its block programs lower completely in
-jax 0.10 (tested as above). JAX's documentation now calls Pallas' Triton backend
-best-effort and deprecates it from jax 0.11 in favour of Mosaic GPU (Hopper and newer);
-a port to Mosaic GPU is the next step once a GPU is at hand to develop it on.
+`BLOCK_B` (padded rows are masked out); any time length. `recurrence` takes these
+kernels only for `engine="pallas"` on a GPU backend; elsewhere that engine is the `fused`
+loop. Triton, because it runs on Ampere and newer GPUs and lowers completely in the jax
+versions this package supports; `docs/engines.md` says what has been checked without a
+GPU, and the Mosaic GPU route.
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ def test_train_step_compiles_once_per_shape(tiny_imdb, tmp_path):
             state, _ = trainer.train_step(state, batch)
     assert len(shapes) > 1
     assert trainer.jitted_train_step._cache_size() == len(shapes)
+    assert task.num_batches("train") == len(task.batches("train", 0))
 
 
 def test_a_stacked_train_step_changes_every_parameter(tiny_imdb, tmp_path):

@@ -76,7 +76,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
-            _check_value(field, hints[field.name], getattr(self, field.name))
+            value = _check_value(field, hints[field.name], getattr(self, field.name))
+            object.__setattr__(self, field.name, value)
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes`; an unknown name raises instead of passing silently."""
@@ -108,13 +109,14 @@ class TrainConfig:
         (Path(workdir) / CONFIG_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def _check_value(field: dataclasses.Field, kind: Any, value: Any) -> None:
-    """Raise `ConfigError` naming the field when `value` is not of its type and range."""
+def _check_value(field: dataclasses.Field, kind: Any, value: Any) -> Any:
+    """`value` (an int given for a float field made a float); `ConfigError` naming the
+    field when it is not of the field's type and range."""
     spec, name = field.metadata, field.name
     optional = type(None) in typing.get_args(kind)
     base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
     if value is None and optional:
-        return
+        return value
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
@@ -132,6 +134,7 @@ def _check_value(field: dataclasses.Field, kind: Any, value: Any) -> None:
         left = "(" if spec.get("open_low") or low is None else "["
         right = ")" if spec.get("open_high") or high is None else "]"
         raise ConfigError(f"{name} must lie in {left}{lo}, {hi}{right}, got {value!r}")
+    return value
 
 
 def read_config_json(workdir: str | Path) -> dict[str, Any]:

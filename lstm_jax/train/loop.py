@@ -85,8 +85,7 @@ def fit(
     task.prepare(workdir)
     if not resume:
         config.save(workdir)  # only now: a start that fails on its data leaves no run behind
-    steps_per_epoch = len(task.batches("train", 0))
-    trainer = Trainer(task, steps_per_epoch, devices)
+    trainer = Trainer(task, task.num_batches("train"), devices)
     state = trainer.init_state()
     states, best = checkpoints.state_manager(workdir), checkpoints.best_manager(workdir)
     metric, mode = task.selection

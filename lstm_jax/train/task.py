@@ -3,8 +3,9 @@
 The idiom is a `typing.Protocol`: the trainer calls these methods and reads these
 attributes, and nothing else, so any class that has them is a task (structural typing;
 no registration with the trainer). A task may also subclass `Task` explicitly to inherit
-the defaults written here (`epoch_extras`, `report`). The trainer imports no task; tasks
-live in `lstm_jax.tasks`, one per job, each with its data, artefacts, model and loss.
+the defaults written here (`num_batches`, `epoch_extras`, `report`). The trainer imports
+no task; tasks live in `lstm_jax.tasks`, one per job, each with its data, artefacts,
+model and loss.
 
 Batches are pytrees of NumPy (or JAX) arrays with `config.batch_size` rows on axis 0 and a
 fixed shape per bucket, so the jitted step compiles once per shape; rows that only fill a
@@ -64,6 +65,10 @@ class Task(Protocol):
         """The batches of one pass over `split` (prepared), in order; the training split
         is shuffled by `(config.seed, epoch)`, so a resumed run sees the same batches."""
         ...
+
+    def num_batches(self, split: str) -> int:
+        """How many batches one pass over `split` has (the same for every epoch)."""
+        return len(self.batches(split))
 
     def epoch_extras(self, batches: list[Any]) -> dict[str, float]:
         """Numbers about one epoch's training batches for its history record (none)."""

@@ -152,6 +152,13 @@ class SentimentTask(Task):
             )
         )
 
+    def num_batches(self, split: str) -> int:
+        return data_lib.num_batches(
+            self.splits[split].tokens,
+            batch_size=self.config.batch_size,
+            max_len=self.config.max_len,
+        )
+
     def epoch_extras(self, batches: list[data_lib.Batch]) -> dict[str, float]:
         return {"padding_fraction": data_lib.padding_fraction(batches)}
 
