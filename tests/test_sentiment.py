@@ -239,6 +239,18 @@ def _check_engine(tiny_imdb, tmp_path):
         assert ("custom_vjp" in str(jaxpr(params))) == fused  # the fused engine's own VJP
 
 
+def _check_ema_decay(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(ema_decay=0.9), tiny_imdb, tmp_path)
+    trainer = train.Trainer(task)
+    state, _ = trainer.train_step(trainer.init_state(), task.batches("train")[0])
+    ema, params = jax.tree.leaves(state.ema), jax.tree.leaves(state.params)
+    assert state.eval_params is state.ema and any(
+        np.any(a != b) for a, b in zip(ema, params, strict=True)
+    )
+    plain = train.Trainer(SentimentTask(CONFIG)).init_state()
+    assert plain.ema is None and plain.eval_params is plain.params
+
+
 CHECKS = {
     "seed": _check_seed,
     "epochs": _check_epochs,
@@ -246,6 +258,7 @@ CHECKS = {
     "learning_rate": _check_learning_rate,
     "schedule": _check_schedule,
     "clip_norm": _check_clip_norm,
+    "ema_decay": _check_ema_decay,
     "matmul_dtype": _check_matmul_dtype,
     "engine": _check_engine,
     "model": _check_model,

@@ -30,6 +30,7 @@ def finished_run(tmp_path_factory):
 
 
 def _prepared(config=CONFIG, tmp_path=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     task = ToyTask(config)
     task.prepare(tmp_path)
     return task
@@ -206,6 +207,31 @@ def _updates(optimizer, grads_sequence):
         updates, state = optimizer.update({"w": grads}, state, params)
         out.append(np.asarray(updates["w"]))
     return out
+
+
+def test_the_weight_average_is_what_is_evaluated_kept_and_resumed(tmp_path):
+    config = CONFIG.replace(ema_decay=0.5)
+    task = _prepared(config, tmp_path)
+    trainer = train.Trainer(task)
+    state = trainer.init_state()
+    before = jax.tree.map(np.array, state.params)
+    state, _ = trainer.train_step(state, task.batches("train")[0])
+    d = min(0.5, 1 / 10)  # the warm-up at step 0: (1 + 0) / (10 + 0)
+    for e, p0, p1 in zip(*map(jax.tree.leaves, (state.ema, before, state.params)), strict=True):
+        np.testing.assert_allclose(e, d * p0 + (1 - d) * p1, rtol=1e-6, atol=1e-7)
+    _fit(tmp_path / "run", config.replace(epochs=1))  # its one epoch is the best
+    best = checkpoints.restore(checkpoints.best_manager(tmp_path / "run"), state.params)
+    final = _final_state_of(tmp_path / "run", config.replace(epochs=1))
+    _leaves_equal(best, final.ema)
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(*map(jax.tree.leaves, (best, final.params)), strict=True)
+    )
+
+
+def _final_state_of(workdir, config):
+    state = jax.eval_shape(train.Trainer(ToyTask(config)).init_state)
+    return checkpoints.restore_state(checkpoints.state_manager(workdir), state)[0]
 
 
 def test_learning_rate_and_cosine_schedule_reach_the_optimizer():

@@ -66,6 +66,13 @@ class TrainConfig:
         "constant", "learning-rate schedule (cosine: to 0 over the run)", choices=SCHEDULES
     )
     clip_norm: float = option(1.0, "global gradient-norm clip (0: none)", low=0)
+    ema_decay: float = option(
+        0.0,
+        "evaluate and keep an exponential moving average of the weights (0: off)",
+        low=0.0,
+        high=1.0,
+        open_high=True,
+    )
     matmul_dtype: str = option(
         "float32", "input dtype of the recurrent matmuls (fused engines)", choices=MATMUL_DTYPES
     )

@@ -83,6 +83,8 @@ def fit(
     if resume and (workdir / RESULTS_FILE).exists():
         return json.loads((workdir / RESULTS_FILE).read_text())
     task.prepare(workdir)
+    if progress and task.describe():
+        print(task.describe(), flush=True)
     if not resume:
         config.save(workdir)  # only now: a start that fails on its data leaves no run behind
     trainer = Trainer(task, task.num_batches("train"), devices)
@@ -128,7 +130,7 @@ def fit(
             bar.close()
             seconds = time.perf_counter() - started
             train = task.report(step_lib.means(epoch_sums))
-            val = trainer.evaluate(state.params, val_batches)
+            val = trainer.evaluate(state.eval_params, val_batches)
             record = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -139,17 +141,18 @@ def fit(
             }
             checkpoints.save(states, step, {"state": state, "sums": epoch_sums})
             if _is_better(val[metric], _best_value(records, metric, mode), mode):
-                checkpoints.save(best, step, state.params)
+                checkpoints.save(best, step, state.eval_params)
             records.append(record)
             history.write(workdir, records)
             if progress:
                 print(history.format_record(record), flush=True)
-    params = checkpoints.restore(best, state.params)
+    params = checkpoints.restore(best, state.eval_params)
     test = trainer.evaluate(params, task.batches("test"))
     results = {
         **{f"test_{k}": v for k, v in test.items()},
         "best_epoch": _best(records, metric, mode)["epoch"],
         "epochs": len(records),
+        **task.finish(workdir, params),
     }
     (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -184,7 +187,7 @@ def load_params(task: Task, workdir: str | Path) -> Any:
             f"{workdir} holds no checkpoint yet; train with `lstm-jax train --workdir {workdir}`"
         )
     state = jax.eval_shape(Trainer(task).init_state)
-    return checkpoints.restore_state(states, state)[0].params
+    return checkpoints.restore_state(states, state)[0].eval_params
 
 
 def evaluate(task: Task, workdir: str | Path) -> dict[str, float]:

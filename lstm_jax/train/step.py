@@ -21,9 +21,18 @@ MetricsFn = Callable[..., dict[str, jax.Array]]
 
 
 class TrainState(struct.PyTreeNode):
+    """The step count, the parameters, the optimizer's state and, with `ema_decay`, an
+    exponential moving average of the parameters (None without)."""
+
     step: jax.Array
     params: Any
     opt_state: Any
+    ema: Any = None
+
+    @property
+    def eval_params(self) -> Any:
+        """The parameters to evaluate, select and keep: the average where there is one."""
+        return self.params if self.ema is None else self.ema
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
@@ -36,9 +45,19 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
     return optax.chain(*parts, optax.adam(rate))
 
 
-def init_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-    """Step 0 with `params` and the optimizer's initial state."""
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+def init_state(
+    params: Any, optimizer: optax.GradientTransformation, *, ema: bool = False
+) -> TrainState:
+    """Step 0 with `params`, the optimizer's initial state and (`ema`) their average."""
+    average = jax.tree.map(jnp.copy, params) if ema else None
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), average)
+
+
+def _averaged(ema: Any, params: Any, step: jax.Array, decay: float) -> Any:
+    """`ema` moved towards `params`: `d ema + (1 - d) params`, with the decay warming up
+    as `min(decay, (1 + step) / (10 + step))`, so the first steps' parameters fade fast."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
 
 
 def _across(axis_name: str | None, tree: Any) -> Any:
@@ -54,6 +73,7 @@ def train_step(
     optimizer: optax.GradientTransformation,
     seed: int = 0,
     axis_name: str | None = None,
+    ema_decay: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on the mean loss of the batch's real examples.
 
@@ -62,7 +82,8 @@ def train_step(
     `shard_map` over `axis_name`, `batch` is this device's slice: the key is also folded
     with the device's index, and the gradient of the loss *sum* is taken on each slice and
     divided by the count after one sum over the axis, so the step's only collective comes
-    after all its compute (`Trainer._settled` says why that matters on a CPU).
+    after all its compute (`Trainer._settled` says why that matters on a CPU). With
+    `ema_decay`, the state's average of the parameters follows the new parameters.
     """
     key = jax.random.fold_in(jax.random.key(seed), state.step)
     if axis_name is not None:
@@ -76,7 +97,8 @@ def train_step(
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1.0), grad_sums)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), sums
+    ema = None if state.ema is None else _averaged(state.ema, params, state.step, ema_decay)
+    return TrainState(state.step + 1, params, opt_state, ema), sums
 
 
 def eval_step(

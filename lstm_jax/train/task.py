@@ -3,7 +3,8 @@
 The idiom is a `typing.Protocol`: the trainer calls these methods and reads these
 attributes, and nothing else, so any class that has them is a task (structural typing;
 no registration with the trainer). A task may also subclass `Task` explicitly to inherit
-the defaults written here (`num_batches`, `epoch_extras`, `report`). The trainer imports
+the defaults written here (`num_batches`, `epoch_extras`, `report`, `describe`,
+`tables`, `finish`). The trainer imports
 no task; tasks live in `lstm_jax.tasks`, one per job, each with its data, artefacts,
 model and loss.
 
@@ -77,3 +78,17 @@ class Task(Protocol):
     def report(self, means: dict[str, float]) -> dict[str, float]:
         """Metrics derived from the per-example means, added for reports (none)."""
         return means
+
+    def describe(self) -> str:
+        """One paragraph on the prepared data, for the run's log (none)."""
+        return ""
+
+    def tables(self, params: Any) -> str:
+        """The task's own evaluation of `params` on the prepared test split, as Markdown,
+        for `lstm-jax evaluate` (none)."""
+        return ""
+
+    def finish(self, workdir: Path, params: Any) -> dict[str, Any]:
+        """After the test evaluation, with the best parameters: the task's own reports
+        (written into `workdir`) and what of them goes into `results.json` (nothing)."""
+        return {}

@@ -70,6 +70,7 @@ class Trainer:
             optimizer=self.optimizer,
             seed=config.seed,
             axis_name=axis,
+            ema_decay=config.ema_decay,
         )
         evaluate = functools.partial(step_lib.eval_step, metrics_fn=task.metrics, axis_name=axis)
         self.step_fn = self._on_mesh(train)
@@ -123,7 +124,8 @@ class Trainer:
     def init_state(self) -> TrainState:
         """The state at step 0, from the config's seed, on the mesh."""
         params = self.task.init_params(jax.random.key(self.task.config.seed))
-        return self.place(step_lib.init_state(params, self.optimizer))
+        state = step_lib.init_state(params, self.optimizer, ema=self.task.config.ema_decay > 0)
+        return self.place(state)
 
     def evaluate(self, params: Any, batches: Iterable[Any]) -> dict[str, float]:
         """The task's metrics over `batches` (per-example means, and its derived ones)."""
