@@ -22,9 +22,10 @@ from lstm_jax.cells import (
     lstm_cell,
     simple_rnn_cell,
 )
-from lstm_jax.models import Bidirectional, SentimentClassifier
+from lstm_jax.models import Bidirectional, Forecaster, SentimentClassifier
 from lstm_jax.recurrence import ENGINES, bidirectional, rnn, stack
 from lstm_jax.summary import summary
+from lstm_jax.tasks.forecasting import ForecastConfig, ForecastTask
 from lstm_jax.tasks.sentiment import Predictor, SentimentConfig, SentimentTask
 from lstm_jax.train import Task, TrainConfig, Trainer, evaluate, fit
 
@@ -32,6 +33,9 @@ __all__ = [
     "CELLS",
     "ENGINES",
     "Bidirectional",
+    "ForecastConfig",
+    "ForecastTask",
+    "Forecaster",
     "Predictor",
     "SentimentClassifier",
     "SentimentConfig",

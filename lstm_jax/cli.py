@@ -161,8 +161,33 @@ def _train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lstm_jax import train
 
-    results = train.evaluate(tasks.load(args.workdir, args.data), args.workdir)
+    task = tasks.load(args.workdir, args.data)
+    results = train.evaluate(task, args.workdir)
     print(json.dumps(results, indent=2))
+    tables = task.tables(train.load_params(task, args.workdir))
+    if tables:
+        print(f"\n{tables}")
+    return 0
+
+
+def _forecast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lstm_jax import train
+
+    task = tasks.load(args.workdir, args.data)
+    if task.config.task != "forecasting":
+        raise ConfigError(
+            f"{args.workdir} holds a {task.config.task!r} run; forecast reads forecasting runs"
+        )
+    task.prepare(Path(args.workdir), ("test",))
+    params = train.load_params(task, args.workdir)
+    times, values = task.forecast(params, args.horizon)
+    unit = task.config.target or "value"
+    print(f"| time | {unit} |\n|---|---:|")
+    for time, value in zip(times, values, strict=True):
+        print(f"| {str(time)[:19]} | {value:.3f} |")
+    out = Path(args.out or Path(args.workdir) / "forecast_future.png")
+    task.plot(params, out, future=(times, values))
+    print(f"\nwrote {out}")
     return 0
 
 
@@ -260,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = (
         "where the task's data lies; sentiment: IMDB as a .tar.gz or folder in the "
         "aclImdb/{train,test}/{pos,neg}/*.txt layout (default: $LSTM_JAX_IMDB_ARCHIVE, "
-        "else tensorflow-datasets' imdb_reviews)"
+        "else tensorflow-datasets' imdb_reviews); forecasting: the CSV (default: --csv)"
     )
 
     p = sub.add_parser("train", help="train a task's model from a config")
@@ -282,6 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--data", "--imdb-archive", default=None, help=data_help)
     p.set_defaults(run=_evaluate, parser=p)
+
+    p = sub.add_parser("forecast", help="the steps after a series' end (forecasting runs)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--data", "--csv", default=None, help="the CSV to forecast (default: the run's)")
+    p.add_argument(
+        "--horizon", type=_positive_int, default=None, help="steps ahead (default: the run's)"
+    )
+    p.add_argument("--out", default=None, help="plot file (default: DIR/forecast_future.png)")
+    p.set_defaults(run=_forecast, parser=p)
 
     p = sub.add_parser("predict", help="P(positive) of review texts (sentiment runs)")
     p.add_argument("--workdir", required=True)

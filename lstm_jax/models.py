@@ -114,3 +114,90 @@ class SentimentClassifier(nn.Module):
         dense = dict(kernel_init=nn.initializers.glorot_uniform())
         x = nn.relu(nn.Dense(DENSE_DIM, name="dense", **dense)(x))
         return nn.Dense(1, name="logits", **dense)(x)[:, 0]
+
+
+DECODERS = ("direct", "autoregressive")
+
+
+class Forecaster(nn.Module):
+    """A recurrent regressor for time series: `xs <float32>[B, T, F]` (the target,
+    normalised, in column 0) to `<float32>[B, steps]`, the next `steps` target values.
+
+    `layers` stacked recurrent layers of `cell` (`lstm_jax.cells`) read the window; then
+    `decoder="direct"`: a dense head maps the last layer's final output to all `horizon`
+    steps at once (`steps` at most `horizon`); `"autoregressive"`: a decoder cell starts
+    from the encoder's final carry and the last observed target, and each step's
+    prediction (a dense readout of its output) is the next step's input, for any number
+    of `steps` (one `recurrence.feedback` scan). Dropout (`train=True`, a "dropout" rng)
+    acts between layers and before the direct head.
+
+    `relative=True` makes the forecast a change from the window's last target value: the
+    layers read the target's change from it, and their output is added to it, so a zero
+    output is the persistence forecast and a series that trends away from the training
+    part's range is forecast from where it is (the autoregressive decoder then feeds back
+    changes). `keep_level=True` also gives them the target's level, a column more (it
+    carries mean reversion; a trending series is better off without it).
+    """
+
+    horizon: int
+    hidden: int = 64
+    layers: int = 1
+    cell: str = "lstm"
+    decoder: str = "direct"
+    dropout_rate: float = 0.0
+    relative: bool = True
+    keep_level: bool = True
+    engine: str = recurrence.DEFAULT_ENGINE
+    matmul_dtype: str | None = None
+
+    @nn.compact
+    def __call__(
+        self, xs_BTF: jax.Array, *, train: bool = False, steps: int | None = None
+    ) -> jax.Array:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {DECODERS}")
+        if xs_BTF.ndim != 3:
+            raise ValueError(f"inputs must be [batch, time, features], got {xs_BTF.shape}")
+        steps = self.horizon if steps is None else steps
+        if self.decoder == "direct" and steps > self.horizon:
+            raise ValueError(
+                f"a direct decoder forecasts at most its horizon ({self.horizon}) steps, "
+                f"{steps} asked; train an autoregressive one for longer forecasts"
+            )
+        spec = get_cell(self.cell)
+        batch, time, _ = xs_BTF.shape
+        lengths = jnp.full((batch,), time, jnp.int32)
+        level_B1 = jnp.zeros((batch, 1), xs_BTF.dtype)
+        if self.relative:
+            level_B1 = xs_BTF[:, -1, :1]
+            change_BT1 = xs_BTF[:, :, :1] - level_B1[:, None]  # the target's change from it
+            rest = xs_BTF if self.keep_level else xs_BTF[:, :, 1:]  # level: mean reversion
+            xs_BTF = jnp.concatenate([change_BT1, rest], axis=-1)
+        ys, width, carry = xs_BTF, xs_BTF.shape[-1], None
+        options = dict(engine=self.engine, matmul_dtype=self.matmul_dtype)
+        for depth in range(self.layers):
+            params = self.param(
+                f"layer_{depth}", lambda key, w=width: spec.init(key, w, self.hidden)
+            )
+            ys, carry = recurrence.rnn(spec, params, ys, lengths, **options)
+            if depth < self.layers - 1:
+                ys = nn.Dropout(self.dropout_rate, deterministic=not train)(ys)
+            width = self.hidden
+        if self.decoder == "direct":
+            h = nn.Dropout(self.dropout_rate, deterministic=not train)(
+                recurrence.final_output(carry)
+            )
+            dense = nn.Dense(self.horizon, kernel_init=nn.initializers.glorot_uniform())
+            return dense(h)[:, :steps] + level_B1
+        decoder = self.param("decoder", lambda key: spec.init(key, 1, self.hidden))
+        kernel = self.param("readout", nn.initializers.glorot_uniform(), (self.hidden, 1))
+        bias = self.param("readout_bias", nn.initializers.zeros, (1,))
+
+        def emit(y_BH, t):
+            value_B1 = y_BH @ kernel + bias[None]
+            return value_B1[:, 0], value_B1
+
+        _, values_BS = recurrence.feedback(
+            spec, decoder, carry, jnp.zeros_like(level_B1), steps, emit
+        )
+        return values_BS + level_B1

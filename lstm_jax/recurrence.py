@@ -268,6 +268,34 @@ def bidirectional(
     return jnp.concatenate([ys_fwd, ys_bwd], axis=-1), (carry_fwd, carry_bwd)
 
 
+def feedback(
+    cell: str | CellSpec,
+    params: dict,
+    carry: Any,
+    x0_BE: Array,
+    steps: int,
+    emit: Any,
+) -> tuple[Any, Any]:
+    """Run `cell` for `steps` steps from `carry`, each step's input made from the step
+    before's output: autoregressive decoding and sampling.
+
+    `emit(y_BH, t) -> (out, x_next_BE)` turns step t's output into what the step reports
+    (a pytree) and the next step's input (`x0_BE <float>[batch, features]` is the first).
+    Returns `(final_carry, outs)`, each leaf of `outs` batch-major: `[batch, steps, ...]`.
+    One `lax.scan`: no Python loop per step, and autodiff through it is BPTT.
+    """
+    spec = _as_spec(cell)
+
+    def body(state, t):
+        carry, x = state
+        carry, y = spec.step(params, carry, x)
+        out, x = emit(y, t)
+        return (carry, x), out
+
+    (carry, _), outs = jax.lax.scan(body, (carry, x0_BE), jnp.arange(steps))
+    return carry, jax.tree.map(time_major, outs)
+
+
 def final_output(carry: Any) -> Array:
     """The output half of a final carry: `h` of an `(h, c)` carry, the carry itself otherwise."""
     return carry[0] if isinstance(carry, tuple) else carry

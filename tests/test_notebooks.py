@@ -28,6 +28,15 @@ EXPECTED = {
         "| stacked |",
         "| bilstm |",
     ],
+    "04_time_series_forecasting": [
+        "synthetic series (quick mode)",
+        "windows:",
+        "batch: xs",
+        "test MAE",
+        "| model | MAE | RMSE |",
+        "| persistence |",
+        "forecast after the end",
+    ],
     "03_bptt_vanishing_gradients": [
         "max |hand - grad|",
         "reverse=True",

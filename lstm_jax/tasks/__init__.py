@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lstm_jax.tasks.forecasting import ForecastConfig, ForecastTask
 from lstm_jax.tasks.sentiment import SentimentConfig, SentimentTask
 from lstm_jax.train import ConfigError, Task, TrainConfig
 from lstm_jax.train.config import CONFIG_FILE, read_config_json
 
 TASKS: dict[str, tuple[type[TrainConfig], type[Task]]] = {
     SentimentConfig.task: (SentimentConfig, SentimentTask),
+    ForecastConfig.task: (ForecastConfig, ForecastTask),
 }
 
 

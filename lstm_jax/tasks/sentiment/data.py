@@ -31,6 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lstm_jax.tasks.errors import DataError
+
 ARCHIVE_ENV = "LSTM_JAX_IMDB_ARCHIVE"
 LAYOUT = "aclImdb/{train,test}/{pos,neg}/*.txt"
 SPLITS = ("train", "test")
@@ -45,10 +47,6 @@ BUCKET_BOUNDARIES: tuple[int, ...] = (64, 128, 192, 256, 320, 384, 512, 640, 768
 
 _MEMBER_RE = re.compile(r"^(?:\./)?(?:aclImdb/)?(train|test)/(pos|neg)/([^/]+)\.txt$")
 _REVIEW_ID_RE = re.compile(r"^(\d+)_(\d+)$")
-
-
-class DataError(ValueError):
-    """The IMDB data could not be read: a wrong path, a damaged archive, a wrong layout."""
 
 
 # ----------------------------------------------------------------------------------
