@@ -5,7 +5,8 @@ Layers, lowest first; each imports only from those below it:
 2. `recurrence` (with the engines `fused`, `pallas_lstm`): runs a cell over time;
 3. `models` (and `summary`, `interop`, `study`): Flax modules and tools on the layers;
 4. `train`: the trainer every task shares (config, step, mesh, checkpoints, loop);
-5. `tasks` (and `configs`, one per experiment): the jobs, IMDB sentiment first;
+5. `tasks` (and `configs`, one per experiment): the jobs: IMDB sentiment, forecasting,
+   character-level text generation;
 6. `cli`: the `lstm-jax` command. `host` holds the process settings the command makes.
 
 Importing the package changes nothing process-wide.
@@ -22,9 +23,10 @@ from lstm_jax.cells import (
     lstm_cell,
     simple_rnn_cell,
 )
-from lstm_jax.models import Bidirectional, Forecaster, SentimentClassifier
+from lstm_jax.models import Bidirectional, CharLM, Forecaster, SentimentClassifier
 from lstm_jax.recurrence import ENGINES, bidirectional, rnn, stack
 from lstm_jax.summary import summary
+from lstm_jax.tasks.charlm import CharLMConfig, CharLMTask, Sampler
 from lstm_jax.tasks.forecasting import ForecastConfig, ForecastTask
 from lstm_jax.tasks.sentiment import Predictor, SentimentConfig, SentimentTask
 from lstm_jax.train import Task, TrainConfig, Trainer, evaluate, fit
@@ -33,10 +35,14 @@ __all__ = [
     "CELLS",
     "ENGINES",
     "Bidirectional",
+    "CharLM",
+    "CharLMConfig",
+    "CharLMTask",
     "ForecastConfig",
     "ForecastTask",
     "Forecaster",
     "Predictor",
+    "Sampler",
     "SentimentClassifier",
     "SentimentConfig",
     "SentimentTask",

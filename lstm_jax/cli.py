@@ -191,6 +191,42 @@ def _forecast(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lstm_jax.tasks.charlm import Sampler
+
+    sampler = Sampler.from_run(args.workdir)
+    options = dict(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        num_samples=args.num_samples,
+    )
+    if args.num_samples == 1:  # one stream, printed as it is drawn
+        print(args.prompt, end="", flush=True)
+        for (piece,) in sampler.stream(args.prompt, args.length, **options):
+            print(piece, end="", flush=True)
+        print()
+        return 0
+    for i, sample in enumerate(sampler.generate(args.prompt, args.length, **options)):
+        print(f"--- sample {i + 1} ---\n{args.prompt}{sample}")
+    return 0
+
+
+def _probability(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _echo(text: str) -> str:
     """`text` on one line, shortened to `ECHO_CHARS` characters for display."""
     flat = " ".join(text.split())
@@ -316,6 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help="plot file (default: DIR/forecast_future.png)")
     p.set_defaults(run=_forecast, parser=p)
+
+    p = sub.add_parser("generate", help="sample text from a language-model run")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--prompt", default="\n", help="text to start from (default: a new line)")
+    p.add_argument("--length", type=_positive_int, default=500, help="characters to draw")
+    p.add_argument("--temperature", type=_non_negative, default=0.8, help="0: greedy (default 0.8)")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="draw from the K likeliest")
+    p.add_argument(
+        "--top-p", type=_probability, default=None, help="draw from the likeliest mass P"
+    )
+    p.add_argument("--seed", type=_int, default=0, help="the samples' random seed")
+    p.add_argument("--num-samples", type=_positive_int, default=1, help="samples, as a batch")
+    p.set_defaults(run=_generate, parser=p)
 
     p = sub.add_parser("predict", help="P(positive) of review texts (sentiment runs)")
     p.add_argument("--workdir", required=True)

@@ -201,3 +201,64 @@ class Forecaster(nn.Module):
             spec, decoder, carry, jnp.zeros_like(level_B1), steps, emit
         )
         return values_BS + level_B1
+
+
+class CharLM(nn.Module):
+    """A character-level language model: `ids <int32>[B, T]` to next-symbol logits
+    `<float32>[B, T, vocab_size]` at every position.
+
+    Embedding -> `layers` stacked recurrent layers of `cell` (dropout after each, with
+    `train=True` and a "dropout" rng) -> Dense(vocab_size). `__call__` runs a window from
+    `carries` (zeros when None; the fused engine only runs from zeros) and returns the
+    layers' final carries too; `step` advances every layer by one symbol, for sampling.
+    """
+
+    vocab_size: int
+    hidden: int = 512
+    layers: int = 2
+    embed_dim: int = 64
+    cell: str = "lstm"
+    dropout_rate: float = 0.0
+    engine: str = recurrence.DEFAULT_ENGINE
+    matmul_dtype: str | None = None
+
+    def setup(self) -> None:
+        spec = get_cell(self.cell)
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+        widths = [self.embed_dim] + [self.hidden] * (self.layers - 1)
+        self.cells = [
+            self.param(f"layer_{d}", lambda key, w=w: spec.init(key, w, self.hidden))
+            for d, w in enumerate(widths)
+        ]
+        self.drop = nn.Dropout(self.dropout_rate)
+        self.head = nn.Dense(self.vocab_size)
+
+    def __call__(
+        self, ids_BT: jax.Array, *, train: bool = False, carries: tuple | None = None
+    ) -> tuple[jax.Array, tuple]:
+        spec = get_cell(self.cell)
+        batch, time = ids_BT.shape
+        lengths = jnp.full((batch,), time, jnp.int32)
+        options = dict(engine=self.engine, matmul_dtype=self.matmul_dtype)
+        x, finals = self.embed(ids_BT), []
+        for d, params in enumerate(self.cells):
+            start = None if carries is None else carries[d]
+            x, carry = recurrence.rnn(spec, params, x, lengths, initial_carry=start, **options)
+            finals.append(carry)
+            x = self.drop(x, deterministic=not train)
+        return self.head(x), tuple(finals)
+
+    def step(self, carries: tuple, ids_B: jax.Array) -> tuple[jax.Array, tuple]:
+        """One symbol per sequence through every layer: `(logits <float32>[B, vocab],
+        carries)`."""
+        spec = get_cell(self.cell)
+        x, finals = self.embed(ids_B), []
+        for params, carry in zip(self.cells, carries, strict=True):
+            carry, x = spec.step(params, carry, x)
+            finals.append(carry)
+        return self.head(x), tuple(finals)
+
+    def zero_carries(self, batch: int) -> tuple:
+        """Every layer's initial carry for `batch` sequences (zeros)."""
+        spec = get_cell(self.cell)
+        return tuple(spec.zero_carry(batch, self.hidden) for _ in range(self.layers))

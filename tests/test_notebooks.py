@@ -37,6 +37,14 @@ EXPECTED = {
         "| persistence |",
         "forecast after the end",
     ],
+    "05_text_generation": [
+        "a made-up play (quick mode)",
+        "vocabulary:",
+        "untrained loss",
+        "validation loss (best epoch)",
+        "--- temperature 0.8",
+        "correlation with the position in the line",
+    ],
     "03_bptt_vanishing_gradients": [
         "max |hand - grad|",
         "reverse=True",

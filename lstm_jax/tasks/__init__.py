@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lstm_jax.tasks.charlm import CharLMConfig, CharLMTask
 from lstm_jax.tasks.forecasting import ForecastConfig, ForecastTask
 from lstm_jax.tasks.sentiment import SentimentConfig, SentimentTask
 from lstm_jax.train import ConfigError, Task, TrainConfig
@@ -16,6 +17,7 @@ from lstm_jax.train.config import CONFIG_FILE, read_config_json
 TASKS: dict[str, tuple[type[TrainConfig], type[Task]]] = {
     SentimentConfig.task: (SentimentConfig, SentimentTask),
     ForecastConfig.task: (ForecastConfig, ForecastTask),
+    CharLMConfig.task: (CharLMConfig, CharLMTask),
 }
 
 

@@ -5,7 +5,9 @@
 
 Saving is synchronous, so a checkpoint is whole on disk when `save` returns (the loop
 saves on SIGINT/SIGTERM and then exits). Restoring takes a template of the tree (arrays or
-`jax.ShapeDtypeStruct`s), so every leaf comes back with its saved shape and dtype.
+`jax.ShapeDtypeStruct`s), so every leaf comes back with its saved shape and dtype, placed
+as the template's leaf is, or on this process's first device where the template does not
+say: a run saved from a two-device mesh loads in a one-device process.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def restore_state(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any, 
     given and the sums as saved (their names are the task's)."""
     step = checkpoints.latest_step()
     saved = checkpoints.item_metadata(step).tree["sums"]
-    sums = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved)
+    placed = getattr(jax.tree.leaves(state)[0], "sharding", None)  # the sums go with the state
+    sums = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=placed), saved)
     tree = restore(checkpoints, {"state": state, "sums": sums}, step)
     return tree["state"], tree["sums"]
 
@@ -55,5 +58,14 @@ def restore_state(checkpoints: ocp.CheckpointManager, state: Any) -> tuple[Any, 
 def restore(checkpoints: ocp.CheckpointManager, template: Any, step: int | None = None) -> Any:
     """The checkpoint at `step` (default: the latest) as a tree shaped like `template`."""
     step = checkpoints.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    abstract = jax.tree.map(_placed, template)
     return checkpoints.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def _placed(leaf: Any) -> jax.ShapeDtypeStruct:
+    """`leaf`'s shape and dtype, with its sharding, or the first local device's."""
+    struct = ocp.utils.to_shape_dtype_struct(leaf)
+    if getattr(struct, "sharding", None) is not None:
+        return struct
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=device)
