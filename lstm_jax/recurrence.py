@@ -277,7 +277,7 @@ def feedback(
     emit: Any,
 ) -> tuple[Any, Any]:
     """Run `cell` for `steps` steps from `carry`, each step's input made from the step
-    before's output: autoregressive decoding and sampling.
+    before's output: autoregressive decoding (the forecaster's decoder).
 
     `emit(y_BH, t) -> (out, x_next_BE)` turns step t's output into what the step reports
     (a pytree) and the next step's input (`x0_BE <float>[batch, features]` is the first).

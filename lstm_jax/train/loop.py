@@ -83,8 +83,9 @@ def fit(
     if resume and (workdir / RESULTS_FILE).exists():
         return json.loads((workdir / RESULTS_FILE).read_text())
     task.prepare(workdir)
-    if progress and task.describe():
-        print(task.describe(), flush=True)
+    described = task.describe() if progress else ""
+    if described:
+        print(described, flush=True)
     if not resume:
         config.save(workdir)  # only now: a start that fails on its data leaves no run behind
     trainer = Trainer(task, task.num_batches("train"), devices)

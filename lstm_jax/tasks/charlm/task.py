@@ -171,10 +171,10 @@ class CharLMTask(Task):
         return out
 
     def num_batches(self, split: str) -> int:
-        part, size = self.parts[split], self.config.batch_size
-        if split == "train":
-            return max(1, (len(part) // self.config.window) // size)
-        return -(-len(range(0, len(part) - self.config.window, self.config.window)) // size)
+        size = self.config.batch_size
+        if split == "train":  # about one pass over the part's characters
+            return max(1, (len(self.parts["train"]) // self.config.window) // size)
+        return -(-len(self._starts(split, 0)) // size)
 
     # ------------------------------------------------------------------------------
     # Model and metrics.
