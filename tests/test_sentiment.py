@@ -251,6 +251,17 @@ def _check_ema_decay(tiny_imdb, tmp_path):
     assert plain.ema is None and plain.eval_params is plain.params
 
 
+def _check_weight_decay(tiny_imdb, tmp_path):
+    config = CONFIG.replace(weight_decay=0.5, learning_rate=0.1, clip_norm=0.0)
+    task = _prepared(config, tiny_imdb, tmp_path)
+    optimizer = train.Trainer(task).optimizer
+    params = task.init_params(jax.random.key(0))
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zero, optimizer.init(params), params)
+    for p, u in zip(jax.tree.leaves(params), jax.tree.leaves(updates), strict=True):
+        np.testing.assert_allclose(u, -0.05 * p if p.ndim >= 2 else 0.0, rtol=1e-6, atol=1e-9)
+
+
 CHECKS = {
     "seed": _check_seed,
     "epochs": _check_epochs,
@@ -259,6 +270,7 @@ CHECKS = {
     "schedule": _check_schedule,
     "clip_norm": _check_clip_norm,
     "ema_decay": _check_ema_decay,
+    "weight_decay": _check_weight_decay,
     "matmul_dtype": _check_matmul_dtype,
     "engine": _check_engine,
     "model": _check_model,

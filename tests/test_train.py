@@ -141,7 +141,7 @@ def _final_state(workdir):
     return checkpoints.restore_state(checkpoints.state_manager(workdir), state)[0]
 
 
-def _interrupt_at(step, at):
+def _interrupt_at(step, sums, at):
     if step == at:
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -253,6 +253,16 @@ def test_clip_norm_reaches_the_optimizer():
         _updates(clipped, huge_first)[1], _updates(clipped, [unit, unit])[1], rtol=1e-6
     )
     assert not np.allclose(_updates(unclipped, huge_first)[1], _updates(unclipped, [unit, unit])[1])
+
+
+def test_weight_decay_shrinks_the_matrices_and_leaves_the_biases():
+    config = CONFIG.replace(clip_norm=0.0, learning_rate=0.1, weight_decay=0.5)
+    optimizer = train.make_optimizer(config)
+    params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zero, optimizer.init(params), params)
+    np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5 * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(updates["bias"], 0.0)
 
 
 def test_config_names_what_is_wrong():

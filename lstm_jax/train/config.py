@@ -66,6 +66,9 @@ class TrainConfig:
         "constant", "learning-rate schedule (cosine: to 0 over the run)", choices=SCHEDULES
     )
     clip_norm: float = option(1.0, "global gradient-norm clip (0: none)", low=0)
+    weight_decay: float = option(
+        0.0, "decoupled weight decay (AdamW) on the weight matrices (0: plain Adam)", low=0
+    )
     ema_decay: float = option(
         0.0,
         "evaluate and keep an exponential moving average of the weights (0: off)",

@@ -37,11 +37,15 @@ class TrainState(struct.PyTreeNode):
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """The one place the optimizer is built: optional global-norm clip, then Adam with the
-    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps)."""
+    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps);
+    with `weight_decay`, AdamW's decoupled decay on the matrices (biases are not decayed)."""
     rate = config.learning_rate
     if config.schedule == "cosine":
         rate = optax.cosine_decay_schedule(rate, config.epochs * steps_per_epoch)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    if config.weight_decay:
+        matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+        return optax.chain(*parts, optax.adamw(rate, weight_decay=config.weight_decay, mask=matrices))
     return optax.chain(*parts, optax.adam(rate))
 
 
