@@ -308,6 +308,41 @@ def _study_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings, seconds")
 
 
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "several processes", "one run over many processes or hosts (docs/distributed.md)"
+    )
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        help=f"HOST:PORT of process 0 (default ${host.ENV_COORDINATOR})",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=None,
+        help=f"processes in the run (default ${host.ENV_NUM_PROCESSES})",
+    )
+    group.add_argument(
+        "--process-id",
+        type=_int,
+        default=None,
+        help=f"this process's id, 0 to N-1 (default ${host.ENV_PROCESS_ID})",
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="let JAX detect the processes (SLURM, Open MPI, Cloud TPU)",
+    )
+    group.add_argument(
+        "--heartbeat-timeout",
+        type=_positive_int,
+        default=host.HEARTBEAT_TIMEOUT_S,
+        help="seconds after which a silent process counts as dead and the others stop "
+        f"(default {host.HEARTBEAT_TIMEOUT_S})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -336,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _distributed_flags(p)
     _add_config_flags(p)
     p.set_defaults(run=_train, parser=p)
 
@@ -397,12 +433,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    several = False
     try:
         host.configure(args.cpu_devices)
+        if args.command == "train":
+            several = host.start_distributed(
+                args.coordinator,
+                args.num_processes,
+                args.process_id,
+                auto=args.distributed,
+                heartbeat_timeout_s=args.heartbeat_timeout,
+            )
         host.use_compilation_cache()
         return args.run(args, args.parser)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
+        if several:
+            print(
+                "lstm-jax train: this is one process of several; if another one failed or "
+                "stopped, its log says why. Once all have stopped, start every process "
+                "again with --resume to continue from the last checkpoint.",
+                file=sys.stderr,
+            )
         return 2
 
 

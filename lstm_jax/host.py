@@ -10,6 +10,8 @@ when called:
 - `use_compilation_cache()`: JAX's persistent compilation cache in a folder, so a second
   run, a resumed run, `evaluate` and `predict` load their compiled steps instead of
   compiling them again.
+- `start_distributed(...)`: join a run of several processes (hosts) through
+  `jax.distributed.initialize`; every process then sees the devices of all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import jax.numpy as jnp
 
 ENV_DEVICES = "LSTM_JAX_CPU_DEVICES"  # the default device count
 ENV_CACHE = "LSTM_JAX_COMPILATION_CACHE"  # the compilation cache's folder; "0": no cache
+ENV_COORDINATOR = "LSTM_JAX_COORDINATOR"  # host:port of process 0's coordinator
+ENV_NUM_PROCESSES = "LSTM_JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "LSTM_JAX_PROCESS_ID"
+HEARTBEAT_TIMEOUT_S = 30  # a process silent this long is dead, and the others stop
 CACHE_MAX_BYTES = 2**30
 CACHE_MIN_COMPILE_S = 0.2  # programs that compile faster are not worth a file
 
@@ -75,6 +81,70 @@ def configure(cpu_devices: int | None = None) -> int:
         return current
     jax.config.update("jax_num_cpu_devices", wanted)
     return wanted
+
+
+def start_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+    heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+) -> bool:
+    """Join a multi-process run with `jax.distributed.initialize`; returns whether it did.
+
+    The three values come from the arguments, else from `$LSTM_JAX_COORDINATOR`,
+    `$LSTM_JAX_NUM_PROCESSES` and `$LSTM_JAX_PROCESS_ID` (the coordinator also from JAX's
+    own `$JAX_COORDINATOR_ADDRESS`). `auto=True` with none of them lets JAX detect them
+    (SLURM, Open MPI, Cloud TPU). Neither given nor `auto`: nothing happens (one process).
+    If one process dies, JAX stops the others once it has missed its heartbeats for
+    `heartbeat_timeout_s` seconds. Call before any JAX computation, on every process.
+    """
+    env = os.environ if env is None else env
+    coordinator = coordinator or env.get(ENV_COORDINATOR) or env.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and env.get(ENV_NUM_PROCESSES):
+        num_processes = _env_int(env, ENV_NUM_PROCESSES, low=1)
+    if process_id is None and env.get(ENV_PROCESS_ID):
+        process_id = _env_int(env, ENV_PROCESS_ID, low=0)
+    given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+    if not any(v is not None for v in given.values()) and not auto:
+        return False
+    missing = [k for k, v in given.items() if v is None]
+    if missing and not auto:
+        raise ValueError(
+            f"a multi-process run needs the coordinator, the number of processes and this "
+            f"process's id; missing: {', '.join(missing)} (give --coordinator HOST:PORT "
+            f"--num-processes N --process-id I, or ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES} "
+            f"and ${ENV_PROCESS_ID}; or --distributed to let JAX detect them on SLURM, "
+            "Open MPI or a Cloud TPU)"
+        )
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(f"process id {process_id} is out of range for {num_processes} processes")
+    if backends_started():
+        raise RuntimeError(
+            "JAX has already started: call lstm_jax.host.start_distributed() before any "
+            "JAX computation"
+        )
+    jax.distributed.initialize(
+        coordinator,
+        num_processes,
+        process_id,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+        shutdown_timeout_seconds=heartbeat_timeout_s,
+    )
+    return True
+
+
+def _env_int(env: Mapping[str, str], name: str, low: int) -> int:
+    text = env[name]
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise ValueError(f"${name} must be an integer of at least {low}, got {text!r}")
+    return value
 
 
 def compilation_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:

@@ -6,6 +6,11 @@ parameters with the best validation metric, writes the history, and finally eval
 best parameters on the test split, once. `resume=True` continues from the latest
 checkpoint to the same final weights as an uninterrupted run: epoch `e`'s batches and
 every dropout key depend only on the seed, `e` and the step.
+
+Over several processes (`lstm_jax.host.start_distributed`) every process calls `fit` with
+the same arguments and a `workdir` they all see: process 0 checks the directory, learns
+the artefacts and writes the config, history, plots and results; all of them save and
+restore the checkpoints together, and stop together when one of them is asked to.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from lstm_jax.train import checkpoints, history, rundir
@@ -67,28 +74,42 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, Any]:
     """Train `task` into `workdir`, evaluate its best parameters on the test split, and
     return the results (`test_<metric>`, `best_epoch`, `epochs`).
 
-    `on_step(step)` is called after each train step (for tools and tests); `devices`
-    (default: all local ones) are the mesh the step is data-parallel over.
+    `on_step(step, sums)` is called after each train step with that step's metric sums
+    (for tools and tests); `devices` (default: every process's) are the mesh the step is
+    data-parallel over.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     config = task.config
-    rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
+    primary = jax.process_index() == 0
+    if primary:
+        workdir.mkdir(parents=True, exist_ok=True)
+        rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
+    _together("checked")
     if resume and (workdir / RESULTS_FILE).exists():
         return json.loads((workdir / RESULTS_FILE).read_text())
-    task.prepare(workdir)
-    described = task.describe() if progress else ""
+    if primary:  # first, alone: it writes the artefacts the others read
+        task.prepare(workdir)
+    _together("prepared")
+    if not primary:
+        task.prepare(workdir)
+    described = task.describe() if progress and primary else ""
     if described:
         print(described, flush=True)
-    if not resume:
+    if not resume and primary:
         config.save(workdir)  # only now: a start that fails on its data leaves no run behind
     trainer = Trainer(task, task.num_batches("train"), devices)
+    if jax.process_count() > 1:
+        print(
+            f"process {jax.process_index()} of {jax.process_count()}: "
+            f"{jax.local_device_count()} of the mesh's {trainer.mesh.size} devices",
+            flush=True,
+        )
     state = trainer.init_state()
     states, best = checkpoints.state_manager(workdir), checkpoints.best_manager(workdir)
     metric, mode = task.selection
@@ -111,7 +132,7 @@ def fit(
                 initial=skip,
                 desc=f"epoch {epoch + 1}/{config.epochs}",
                 unit="batch",
-                disable=not progress,
+                disable=not (progress and primary),
             )
             for i in range(skip, len(batches)):
                 state, sums = trainer.train_step(state, batches[i])
@@ -119,12 +140,12 @@ def fit(
                 step += 1
                 bar.update()
                 if on_step is not None:
-                    on_step(step)
+                    on_step(step, sums)
                 if (i + 1) % LOG_EVERY == 0:
                     rate = (i + 1 - skip) * config.batch_size / (time.perf_counter() - started)
                     shown = {k: f"{v:.4f}" for k, v in step_lib.means(epoch_sums).items()}
                     bar.set_postfix(**shown, examples_per_s=f"{rate:.0f}")
-                if stop:
+                if _anyone(stop):
                     checkpoints.save(states, step, {"state": state, "sums": epoch_sums})
                     bar.close()
                     raise Interrupted(step, workdir)
@@ -144,8 +165,9 @@ def fit(
             if _is_better(val[metric], _best_value(records, metric, mode), mode):
                 checkpoints.save(best, step, state.eval_params)
             records.append(record)
-            history.write(workdir, records)
-            if progress:
+            if primary:
+                history.write(workdir, records)
+            if progress and primary:
                 print(history.format_record(record), flush=True)
     params = checkpoints.restore(best, state.eval_params)
     test = trainer.evaluate(params, task.batches("test"))
@@ -153,10 +175,27 @@ def fit(
         **{f"test_{k}": v for k, v in test.items()},
         "best_epoch": _best(records, metric, mode)["epoch"],
         "epochs": len(records),
-        **task.finish(workdir, params),
     }
-    (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    if primary:  # its reports run on this process's devices, from a host copy
+        results.update(task.finish(workdir, jax.device_get(params)))
+        (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    _together("finished")
     return results
+
+
+def _together(name: str) -> None:
+    """Wait until every process is here (nothing to wait for in one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"lstm_jax.fit.{name}")
+
+
+def _anyone(requested: list[int]) -> bool:
+    """Whether any process was asked to stop (each process asks the others every step,
+    so that all of them save the same step and stop there)."""
+    if jax.process_count() == 1:
+        return bool(requested)
+    flags = multihost_utils.process_allgather(np.int32(bool(requested)))
+    return bool(np.any(flags))
 
 
 def _best(records: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:

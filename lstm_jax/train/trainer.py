@@ -5,6 +5,12 @@ Where there are several devices (a CPU host split into one device per core by
 `shard_map` gives each device a slice of the batch, gradients and sums are added across
 them, and every device applies the same update. On one device the steps are the plain
 jitted `train_step` and `eval_step`.
+
+Over several processes (`lstm_jax.host.start_distributed`) the mesh holds every process's
+devices, ordered by process. Each process builds the same global batches (the tasks'
+batches depend only on the seed and the epoch) and hands its devices only its own rows
+(`jax.make_array_from_process_local_data`), so P processes see the batches, and reach
+the parameters, of one process with the same devices.
 """
 
 from __future__ import annotations
@@ -26,9 +32,18 @@ DATA_AXIS = "data"  # the mesh axis the batch is split along
 
 
 def data_mesh(batch_size: int, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh (axis `DATA_AXIS`) over the most of `devices` (default: all local ones)
-    that split `batch_size` rows evenly."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    """A 1-D mesh (axis `DATA_AXIS`) over the most of `devices` (default: every process's,
+    ordered by process) that split `batch_size` rows evenly. Over several processes it
+    must take them all: a batch they do not split evenly is an error."""
+    if devices is None:
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = list(devices)
+    processes = {d.process_index for d in devices}
+    if len(processes) > 1 and batch_size % len(devices):
+        raise ValueError(
+            f"batch_size {batch_size} does not split evenly over the {len(devices)} devices "
+            f"of {len(processes)} processes; choose a multiple of {len(devices)}"
+        )
     size = max(n for n in range(1, len(devices) + 1) if batch_size % n == 0)
     return Mesh(np.array(devices[:size]), (DATA_AXIS,))
 
@@ -63,6 +78,7 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, P())
         self.split = NamedSharding(self.mesh, P(DATA_AXIS))
         self.parallel = self.mesh.size > 1
+        self.multiprocess = len({d.process_index for d in self.mesh.devices.flat}) > 1
         axis = DATA_AXIS if self.parallel else None
         train = functools.partial(
             step_lib.train_step,
@@ -89,10 +105,23 @@ class Trainer:
 
     def train_step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
         """One jitted step; on several devices it returns once the step has finished."""
-        return self._settled(self.jitted_train_step(state, batch))
+        return self._settled(self.jitted_train_step(state, self.feed(batch)))
 
     def eval_step(self, params: Any, batch: Any) -> dict:
-        return self._settled(self.jitted_eval_step(params, batch))
+        return self._settled(self.jitted_eval_step(params, self.feed(batch)))
+
+    def feed(self, batch: Any) -> Any:
+        """The global `batch` as the steps take it: unchanged in one process; over several,
+        arrays split along the mesh, built from this process's rows only."""
+        if not self.multiprocess:
+            return batch
+        return jax.tree.map(self._rows_of_this_process, batch)
+
+    def _rows_of_this_process(self, leaf: Any) -> jax.Array:
+        leaf = np.asarray(leaf)
+        rows = [index[0] for index in self.split.addressable_devices_indices_map(leaf.shape).values()]
+        start, stop = min(r.start for r in rows), max(r.stop for r in rows)
+        return jax.make_array_from_process_local_data(self.split, leaf[start:stop], leaf.shape)
 
     def _settled(self, out: Any) -> Any:
         """Wait for a multi-device step before the next is dispatched.
@@ -118,8 +147,15 @@ class Trainer:
         )
 
     def place(self, tree: Any) -> Any:
-        """`tree` (a state or parameters) copied to every device of the mesh."""
+        """`tree` (a state or parameters) copied to every device of the mesh (over several
+        processes from host memory: every process holds the same values)."""
+        if self.multiprocess:
+            tree = jax.tree.map(self._on_host, tree)
         return jax.device_put(tree, self.replicated)
+
+    def _on_host(self, leaf: Any) -> Any:
+        placed = isinstance(leaf, jax.Array) and leaf.sharding == self.replicated
+        return leaf if placed else np.asarray(leaf)
 
     def init_state(self) -> TrainState:
         """The state at step 0, from the config's seed, on the mesh."""
