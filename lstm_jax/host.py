@@ -119,8 +119,13 @@ def start_distributed(
             f"and ${ENV_PROCESS_ID}; or --distributed to let JAX detect them on SLURM, "
             "Open MPI or a Cloud TPU)"
         )
-    if num_processes is not None and process_id is not None and process_id >= num_processes:
-        raise ValueError(f"process id {process_id} is out of range for {num_processes} processes")
+    if process_id is not None and (
+        process_id < 0 or (num_processes is not None and process_id >= num_processes)
+    ):
+        raise ValueError(
+            f"process id {process_id} is out of range for {num_processes} processes "
+            "(ids run from 0 to the number of processes - 1)"
+        )
     if backends_started():
         raise RuntimeError(
             "JAX has already started: call lstm_jax.host.start_distributed() before any "
@@ -202,8 +207,13 @@ def use_compilation_cache(path: str | Path | None = None) -> Path | None:
     return folder
 
 
-def _cache_options(folder: Path | None, min_compile_s: float = CACHE_MIN_COMPILE_S) -> None:
+def _cache_options(folder: Path | None, min_compile_s: float | None = None) -> None:
+    """Point JAX's cache at `folder`, caching programs that compile in at least
+    `min_compile_s` (default: `CACHE_MIN_COMPILE_S` as it is now, not at import)."""
     from jax._src import compilation_cache
+
+    if min_compile_s is None:
+        min_compile_s = CACHE_MIN_COMPILE_S
 
     jax.config.update("jax_compilation_cache_dir", None if folder is None else str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)

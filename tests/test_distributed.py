@@ -156,3 +156,5 @@ def test_a_partial_set_of_options_is_a_clear_error():
         host.start_distributed(env={host.ENV_PROCESS_ID: "one"})
     with pytest.raises(ValueError, match="process id 2 is out of range for 2 processes"):
         host.start_distributed("127.0.0.1:1234", 2, 2, env={})
+    with pytest.raises(ValueError, match="process id -1 is out of range"):
+        host.start_distributed("127.0.0.1:1234", 2, -1, env={})

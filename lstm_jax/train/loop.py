@@ -176,8 +176,9 @@ def fit(
         "best_epoch": _best(records, metric, mode)["epoch"],
         "epochs": len(records),
     }
-    if primary:  # its reports run on this process's devices, from a host copy
-        results.update(task.finish(workdir, jax.device_get(params)))
+    if primary:  # over several processes its reports run on its devices, from a host copy
+        local = params if jax.process_count() == 1 else jax.device_get(params)
+        results.update(task.finish(workdir, local))
         (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     _together("finished")
     return results
