@@ -450,9 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
         if several:
             print(
-                "lstm-jax train: this is one process of several; if another one failed or "
-                "stopped, its log says why. Once all have stopped, start every process "
-                "again with --resume to continue from the last checkpoint.",
+                "lstm-jax train: this is one process of several, and the others stop too "
+                "(if one of them failed first, its log says why). Once the cause is mended, "
+                "start every process again; add --resume to continue from the last "
+                "checkpoint of a run that has one.",
                 file=sys.stderr,
             )
         return 2
