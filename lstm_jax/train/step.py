@@ -43,10 +43,15 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
     if config.schedule == "cosine":
         rate = optax.cosine_decay_schedule(rate, config.epochs * steps_per_epoch)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
-    if config.weight_decay:
-        matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
-        return optax.chain(*parts, optax.adamw(rate, weight_decay=config.weight_decay, mask=matrices))
-    return optax.chain(*parts, optax.adam(rate))
+    if not config.weight_decay:
+        return optax.chain(*parts, optax.adam(rate))
+    adamw = optax.adamw(rate, weight_decay=config.weight_decay, mask=_matrices)
+    return optax.chain(*parts, adamw)
+
+
+def _matrices(params: Any) -> Any:
+    """True at the leaves with two or more axes (the weight matrices and the embedding)."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
 def init_state(

@@ -119,9 +119,14 @@ class Trainer:
 
     def _rows_of_this_process(self, leaf: Any) -> jax.Array:
         leaf = np.asarray(leaf)
-        rows = [index[0] for index in self.split.addressable_devices_indices_map(leaf.shape).values()]
-        start, stop = min(r.start for r in rows), max(r.stop for r in rows)
-        return jax.make_array_from_process_local_data(self.split, leaf[start:stop], leaf.shape)
+        local = leaf[self._local_rows(leaf.shape)]
+        return jax.make_array_from_process_local_data(self.split, local, leaf.shape)
+
+    @functools.cache  # noqa: B019 (one per trainer and batch shape: a handful)
+    def _local_rows(self, shape: tuple[int, ...]) -> slice:
+        """The rows of a `shape` batch that this process's devices hold."""
+        rows = [index[0] for index in self.split.addressable_devices_indices_map(shape).values()]
+        return slice(min(r.start for r in rows), max(r.stop for r in rows))
 
     def _settled(self, out: Any) -> Any:
         """Wait for a multi-device step before the next is dispatched.
