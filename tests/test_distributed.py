@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
-from lstm_jax import host
+from lstm_jax import host, train
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 DIED_WITHIN_S = 60
@@ -141,6 +142,16 @@ def test_the_command_trains_a_task_over_two_processes(tmp_path):
     assert results["epochs"] == 1 and np.isfinite(results["test_loss"])
     assert (tmp_path / "run" / "sample.txt").read_text().strip()  # process 0's report
     assert "process 1 of 2" in logs[1]
+
+
+def test_a_batch_the_processes_cannot_split_evenly_is_a_clear_error():
+    class Device(NamedTuple):  # what data_mesh reads of a device of another process
+        process_index: int
+        id: int
+
+    devices = [Device(p, i) for p in range(3) for i in range(2)]
+    with pytest.raises(ValueError, match="batch_size 64 does not split evenly over the 6"):
+        train.data_mesh(64, devices)
 
 
 def test_one_process_needs_no_options():
