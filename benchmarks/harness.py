@@ -1,49 +1,69 @@
-"""The speed benchmark: one full training step of the sentiment classifiers, ours against
-other LSTM implementations, each in its own process; and timed IMDB epochs.
+"""The speed benchmark: one full training step of the sentiment classifiers and the char
+LM, ours against other LSTM implementations, each in its own process; and timed IMDB epochs.
 
     .venv/bin/python -m benchmarks                       # everything (long on a CPU)
-    .venv/bin/python -m benchmarks --quick               # a smoke run: about a minute
+    .venv/bin/python -m benchmarks --quick               # a smoke run: a minute or two
     .venv/bin/python -m benchmarks --lengths 64 --rounds 2 --steps 3 \\
         --imdb-archive ../shared/data/aclImdb_labeled.tar.gz --imdb-examples 2000
 
 It imports `lstm_jax` as any user does (in the workers that run it); the library has no
 code for the other frameworks.
 
-Workloads: the `bilstm` and `stacked` classifiers of `lstm_jax.models` (vocabulary 8185,
-embedding 64), batch 64, random tokens, every sequence full length (lengths = T), T in
-{128, 256, 1024}. The timed unit is one training step: forward, backpropagation through
-time and an optax/torch Adam update (lr 1e-3, no gradient clipping), float32.
+Workloads (`WORKLOADS`): the `bilstm` and `stacked` classifiers of `lstm_jax.models`
+(vocabulary 8185, embedding 64), random tokens, every sequence full length, T in
+`--lengths`; and `charlm`, the char LM of `charlm_shakespeare` (Embedding(65, 64) -> LSTM(512)
+-> LSTM(512) -> Dense(65)), random windows of T in `--windows`, loss averaged over every
+position. Batch 64. The timed unit is one training step: forward, backpropagation through
+time and an optax/torch Adam update (lr 1e-3, no gradient clipping, no dropout).
+
+The same computation, checked: every implementation loads the same random weights
+(`benchmarks/reference.py`, through `lstm_jax.interop` for Keras) and reports its logits
+and loss on the timed batch before any step; they must match a float64 NumPy loop written
+from the LSTM's equations to 1e-4 (bfloat16 rows: 5e-2), and the first training step's
+loss must match too. A row that does not is marked "mismatch" and not timed.
 
 Implementations (`IMPLS`), all of the same model (parameter counts are in the table):
   lstm_jax          ours, the default (fused) engine: `lstm_jax.train.Trainer`'s step, its
                     process set up by `lstm_jax.host.configure()` (one CPU device per core,
                     the step data-parallel over them, as `lstm-jax train` runs it).
-  lstm_jax-1dev     the same on one device (`configure(cpu_devices=1)`).
+  lstm_jax-bf16     the same with `matmul_dtype="bfloat16"`: bfloat16 inputs to the
+                    recurrent matmuls, float32 accumulation and state.
+  lstm_jax-lib      library use: `SentimentClassifier.apply` / `CharLM.apply` in a user's
+  lstm_jax-lib-bf16 own `jax.jit` of value_and_grad + optax Adam, one device, no `host`
+                    settings, no compiler options (and its bfloat16 twin).
+  lstm_jax-1dev     `Trainer`'s step on one device (`configure(cpu_devices=1)`).
   lstm_jax-scan     ours through the generic masked `lax.scan` engine (`engine="scan"`).
   lstm_jax-remat    ours, engine "remat" (`--remat`): the generic scan, each step recomputed
                     in the backward pass (least activation memory, for long sequences).
-  lstm_jax-bf16     ours, fused engine with `matmul_dtype="bfloat16"`: bfloat16 inputs to
-                    the recurrent matmuls, float32 accumulation and state (the one entry
-                    whose step is not all float32).
-  flax              `nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(H)), ...)` with `seq_lengths`.
+  flax              `nn.RNN(nn.OptimizedLSTMCell(H))`; for the classifiers in
+                    `nn.Bidirectional` with `seq_lengths`.
   keras-jax         Keras 3 on JAX: the tutorial's `Sequential` (Embedding(mask_zero=True) ->
                     Bidirectional(LSTM) -> Dense(64, relu) -> Dense(1)); its step is
                     `model.stateless_call` + `jax.grad` + optax Adam under one `jax.jit`
-                    (Keras' documented JAX training loop; `train_on_batch` adds a host sync
-                    of its logs every call, so it can only be slower).
-  keras-jax-nomask  the same without `mask_zero`: the path where Keras may use cuDNN on a
-                    GPU; it ignores padding, so it is right only for full-length batches.
+                    (Keras' documented JAX training loop). Classifiers only.
+  keras-jax-nomask  the same without `mask_zero` (right only for full-length batches).
   keras-tf          the same model in Keras 3 on TensorFlow (`KERAS_BACKEND=tensorflow`),
                     trained by `compile` + `train_on_batch`; needs the `bench-tf` extra.
-  torch             `nn.LSTM(bidirectional=True, batch_first=True)` on packed sequences
-                    (`pack_padded_sequence`: the padding-correct model), `torch.optim.Adam`.
+  torch             `nn.LSTM` at its best: `torch.set_flush_denormal(True)` (an Intel CPU
+                    handles denormal floats in microcode, and a last-state classifier's
+                    gradient decays into them: 6x slower backward without it) and one
+                    thread per available core; the classifiers on packed sequences
+                    (`pack_padded_sequence`: the padding-correct model); `torch.optim.Adam`.
   torch-nopack      the same on plain padded tensors (right only for full-length batches).
+  torch-bf16        `torch` with its forward pass under `torch.autocast(bfloat16)`.
+  torch-default     `torch` with PyTorch's default settings, as a user's script runs it.
   lstm_jax-pallas   ours, engine "pallas": the fused engine's loops as Pallas GPU kernels
                     (`lstm_jax.pallas_lstm`); GPU only, skipped elsewhere, where that
                     engine is the fused one.
-  jax-cudnn         `jax.experimental.rnn.lstm` (cuDNN); GPU only, skipped elsewhere.
+  jax-cudnn         `jax.experimental.rnn.lstm` (cuDNN); GPU only, skipped elsewhere; its
+                    own LSTM weights (not checked).
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
-per direction (+512 for bilstm, +768 for stacked) than the Keras-layout models.
+per direction than the Keras-layout models (ours go in `bias_ih`, zeros in `bias_hh`).
+
+Two comparisons (`comparisons`), at equal precision only: the whole machine (`lstm_jax`,
+`lstm_jax-bf16`) and library use (`lstm_jax-lib`, `lstm_jax-lib-bf16`), each against the
+fastest peer row of its precision that passed the check (`torch-default` is shown, not
+compared). Every peer is a single process using every core through its own threads.
 
 With `--malloc tuned` (the default) every worker process first tunes malloc (mmap and trim
 thresholds at their maximum: large blocks are reused, not mapped anew each step) and, but
@@ -61,11 +81,11 @@ The table shows medians over rounds.
 
 FLOPs of one step are counted analytically (`step_flops`): an LSTM direction over inputs
 of width E with H units costs 2*B*T*(E+H)*4H forward (the input and the recurrent
-matmuls); a bidirectional layer twice that; the backward pass twice the forward (one
-matmul for the inputs' gradient, one for the weights'); so a step is
-3 * sum over layers of 2 * 2*B*T*(E+H)*4H. The dense head, embedding, gate
-nonlinearities and Adam are left out (under 1%). XLA's `cost_analysis()` is reported beside
-it for JAX implementations, but it counts a loop body once, so it undercounts any scan.
+matmuls); a bidirectional layer twice that; the char LM's output layer 2*B*T*H*V; the
+backward pass twice the forward (one matmul for the inputs' gradient, one for the
+weights'); so a step is 3 * the forward. The dense head, embedding, gate nonlinearities
+and Adam are left out (under 1%). XLA's `cost_analysis()` is reported beside it for JAX
+implementations, but it counts a loop body once, so it undercounts any scan.
 Achieved FLOP/s are set against a float32 matmul peak measured in the same run
 (2048x2048 @ 2048x2048, JAX at default precision, and NumPy).
 """
@@ -89,34 +109,51 @@ import traceback
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-# The workloads: the tutorial's two classifiers (the library's `SentimentClassifier` kinds;
-# each worker reports its parameter count beside `expected_params`, which checks it).
+# The workloads: the tutorial's two classifiers (the library's `SentimentClassifier` kinds)
+# and the char LM of `charlm_shakespeare` (`CharLM`, 2 x 512); each worker reports its
+# parameter count beside `expected_params`, which checks it.
 VOCAB_SIZE = 8185
 EMBED_DIM = 64
 DENSE_DIM = 64
 LEARNING_RATE = 1e-3
-WIDTHS = {"bilstm": (64,), "stacked": (64, 32)}
+CLASSIFIER = dict(kind="classifier", vocab=VOCAB_SIZE, embed=EMBED_DIM, dense=DENSE_DIM)
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "bilstm": {**CLASSIFIER, "widths": (64,)},
+    "stacked": {**CLASSIFIER, "widths": (64, 32)},
+    "charlm": dict(kind="charlm", vocab=65, embed=64, widths=(512, 512)),
+}
 MATMUL_DTYPES = ("float32", "bfloat16")
 MALLOC = ("tuned", "default")
 IMPLS = (
     "lstm_jax",
+    "lstm_jax-bf16",
+    "lstm_jax-lib",
+    "lstm_jax-lib-bf16",
     "lstm_jax-1dev",
     "lstm_jax-scan",
-    "lstm_jax-bf16",
     "flax",
     "keras-jax",
     "keras-jax-nomask",
     "keras-tf",
     "torch",
     "torch-nopack",
+    "torch-bf16",
+    "torch-default",
     "lstm_jax-pallas",
     "jax-cudnn",
 )
 OURS = "lstm_jax"
+BFLOAT16 = ("lstm_jax-bf16", "lstm_jax-lib-bf16", "torch-bf16")  # every other row: float32
+# The two comparisons (issue 23): the whole machine, ours as `lstm-jax train` runs it (a
+# device per core); and library use, a user's own `jit` of the model's `apply`, one device,
+# no process settings. Each set against the fastest peer row of the same precision.
+WHOLE = {"float32": "lstm_jax", "bfloat16": "lstm_jax-bf16"}
+LIBRARY = {"float32": "lstm_jax-lib", "bfloat16": "lstm_jax-lib-bf16"}
+DEFAULTS = ("torch-default",)  # a peer with its default settings: shown, not compared
 # Implementations whose workers keep glibc's default malloc arenas under `--malloc tuned`:
 # TensorFlow's threads queue on one arena (benchmarks/HISTORY.md, runs at 7b24464).
 DEFAULT_ARENAS = ("keras-tf",)
@@ -133,29 +170,47 @@ ERROR_TAIL = 2000  # characters of a failed worker's stderr kept in the results
 # ----------------------------------------------------------------------------------
 # Counting.
 # ----------------------------------------------------------------------------------
+def precision(impl: str) -> str:
+    """The precision an implementation's row runs at: "bfloat16" or "float32"."""
+    return "bfloat16" if impl in BFLOAT16 else "float32"
+
+
 def step_flops(workload: str, batch: int, length: int) -> int:
     """Analytic FLOPs of one training step (see the module docstring)."""
-    forward, features = 0, EMBED_DIM
-    for hidden in WIDTHS[workload]:
-        forward += 2 * (2 * batch * length * (features + hidden) * 4 * hidden)
-        features = 2 * hidden
+    spec = WORKLOADS[workload]
+    directions = 1 if spec["kind"] == "charlm" else 2
+    forward, features = 0, spec["embed"]
+    for hidden in spec["widths"]:
+        forward += directions * (2 * batch * length * (features + hidden) * 4 * hidden)
+        features = directions * hidden
+    if spec["kind"] == "charlm":  # the output layer at every position
+        forward += 2 * batch * length * features * spec["vocab"]
     return 3 * forward
 
 
-def expected_params(workload: str, vocab_size: int = VOCAB_SIZE) -> int:
-    """Parameters of the Keras-layout classifier (598,209 / 635,329 at V = 8185)."""
-    total, features = vocab_size * EMBED_DIM, EMBED_DIM
-    for hidden in WIDTHS[workload]:
-        total += 2 * (4 * hidden * (features + hidden) + 4 * hidden)
-        features = 2 * hidden
-    return total + features * DENSE_DIM + DENSE_DIM + DENSE_DIM + 1
+def expected_params(workload: str) -> int:
+    """Parameters of the Keras-layout model (598,209 / 635,329 for the classifiers;
+    3,318,401 for the char LM)."""
+    spec = WORKLOADS[workload]
+    directions = 1 if spec["kind"] == "charlm" else 2
+    total, features = spec["vocab"] * spec["embed"], spec["embed"]
+    for hidden in spec["widths"]:
+        total += directions * (4 * hidden * (features + hidden) + 4 * hidden)
+        features = directions * hidden
+    if spec["kind"] == "charlm":
+        return total + features * spec["vocab"] + spec["vocab"]
+    return total + features * spec["dense"] + spec["dense"] + spec["dense"] + 1
 
 
-def random_batch(batch: int, length: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random full-length data: tokens in [1, V), lengths = T, labels 0/1."""
+def random_batch(batch: int, length: int, seed: int = 0, workload: str = "bilstm") -> dict:
+    """Random full-length data: for a classifier tokens in [1, V), lengths = T, labels
+    0/1; for the char LM `ids <int32>[B, T + 1]` (inputs and next-symbol targets)."""
     rng = np.random.default_rng(seed)
+    spec = WORKLOADS[workload]
+    if spec["kind"] == "charlm":
+        return {"ids": rng.integers(0, spec["vocab"], (batch, length + 1)).astype(np.int32)}
     return {
-        "tokens": rng.integers(1, VOCAB_SIZE, (batch, length)).astype(np.int32),
+        "tokens": rng.integers(1, spec["vocab"], (batch, length)).astype(np.int32),
         "lengths": np.full((batch,), length, np.int32),
         "labels": rng.integers(0, 2, (batch,)).astype(np.int32),
     }
@@ -169,7 +224,7 @@ def _max_rss_mb() -> float:
 # Implementations (run inside a worker process; imports stay inside the builders).
 # ----------------------------------------------------------------------------------
 class Skip(Exception):
-    """An implementation that cannot run here (not installed, wrong device)."""
+    """An implementation that cannot run here (not installed, wrong device, workload)."""
 
 
 class Runner:
@@ -177,6 +232,7 @@ class Runner:
 
     params: int
     is_jax: bool = False
+    settings: ClassVar[dict[str, Any]] = {}  # what was set to run it at its best (JSON)
 
     def step(self) -> None:
         raise NotImplementedError
@@ -187,8 +243,21 @@ class Runner:
     def loss(self) -> float:
         raise NotImplementedError
 
+    def check(self) -> tuple[np.ndarray, float] | None:
+        """Logits (the first `CHECK_ROWS` examples) and mean loss of the loaded weights
+        on the batch, before any step; None where the shared weights cannot be loaded."""
+        return None
+
     def report(self) -> dict[str, Any]:
         return {}
+
+
+CHECK_ROWS = 2  # char-LM rows whose [T, V] logits are checked (a classifier: every row)
+
+
+def _check_rows(workload: str, logits: Any) -> np.ndarray:
+    rows = CHECK_ROWS if WORKLOADS[workload]["kind"] == "charlm" else None
+    return np.asarray(logits, np.float32)[:rows]
 
 
 class _CompileCounter:
@@ -208,7 +277,8 @@ class _CompileCounter:
 
 class JaxRunner(Runner):
     """A jitted `step(state, batch) -> (state, loss)` with the state donated, compiled with
-    `compiler_options` (the library's runner passes its `Trainer`'s)."""
+    `compiler_options` (the library's runner passes its `Trainer`'s); `check_fn()` gives
+    the loaded weights' logits and loss."""
 
     is_jax = True
 
@@ -219,8 +289,10 @@ class JaxRunner(Runner):
         batch: Any,
         params: Any,
         *,
+        check_fn: Callable[[], tuple[Any, Any]] | None = None,
         settle: bool = False,
         compiler_options: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ):
         import jax
 
@@ -230,6 +302,8 @@ class JaxRunner(Runner):
         self.state = state
         self.batch = jax.device_put(batch)  # arrays already placed keep their placement
         self.params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
+        self.check_fn = check_fn
+        self.settings = {"compiler_options": compiler_options, **(settings or {})}
         self._loss = None
 
     def step(self) -> None:
@@ -242,6 +316,12 @@ class JaxRunner(Runner):
 
     def loss(self) -> float:
         return float(self._loss)
+
+    def check(self) -> tuple[np.ndarray, float] | None:
+        if self.check_fn is None:
+            return None
+        logits, loss = self.check_fn()
+        return np.asarray(logits, np.float32), float(loss)
 
     def report(self) -> dict[str, Any]:
         jax = self._jax
@@ -264,34 +344,70 @@ class JaxRunner(Runner):
         return out
 
 
-def _bce_step(logits_fn: Callable, optimizer: Any) -> Callable:
-    """`step((params, opt_state), batch) -> (state, loss)`: mean sigmoid BCE, then Adam."""
+def _jax_loss(workload: str, logits: Any, batch: dict[str, Any]) -> Any:
+    """The workload's mean loss: sigmoid cross-entropy of a classifier's logits, or the
+    char LM's softmax cross-entropy against the next symbols."""
+    import jax.numpy as jnp
+    import optax
+
+    if WORKLOADS[workload]["kind"] == "charlm":
+        targets = batch["ids"][:, 1:]
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), targets
+        ).mean()
+    labels = batch["labels"].astype(logits.dtype)
+    return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+
+def _plain_jax(
+    workload: str,
+    data: dict[str, np.ndarray],
+    params: Any,
+    logits_fn: Callable,
+    settings: dict[str, Any] | None = None,
+) -> JaxRunner:
+    """A user's own training step over `logits_fn(params, batch)`: `jax.value_and_grad`
+    of the mean loss and optax Adam under one plain `jax.jit`, on the default device."""
     import jax
     import optax
 
+    optimizer = optax.adam(LEARNING_RATE)
+
     def step(state, batch):
         params, opt_state = state
-
-        def loss_fn(p):
-            logits = logits_fn(p, batch["tokens"], batch["lengths"])
-            labels = batch["labels"].astype(logits.dtype)
-            return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+        loss_of = lambda p: _jax_loss(workload, logits_fn(p, batch), batch)  # noqa: E731
+        loss, grads = jax.value_and_grad(loss_of)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    return step
+    def check_fn():
+        logits = logits_fn(params, data)
+        return _check_rows(workload, logits), _jax_loss(workload, logits, data)
+
+    state = (params, optimizer.init(params))
+    return JaxRunner(step, state, data, params, check_fn=check_fn, settings=settings)
+
+
+def _as_jax(weights: dict[str, Any]) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda w: jnp.asarray(w, jnp.float32), weights)
 
 
 def _lstm_jax(
-    workload: str, data: dict[str, np.ndarray], engine: str, matmul_dtype: str = "float32"
+    workload: str,
+    data: dict[str, np.ndarray],
+    weights: dict[str, Any],
+    engine: str,
+    matmul_dtype: str = "float32",
 ) -> Runner:
+    """The library's own step (`Trainer.step_fn`, data-parallel over the devices that
+    `host.configure` made), as `lstm-jax train` runs it."""
     import jax
 
-    from lstm_jax.tasks.sentiment import SentimentConfig, SentimentTask
-    from lstm_jax.tasks.sentiment.data import Batch
     from lstm_jax.train import Trainer
+    from lstm_jax.train import step as step_lib
 
     if engine == "pallas":
         from lstm_jax import pallas_lstm
@@ -301,72 +417,161 @@ def _lstm_jax(
                 f"engine 'pallas' runs its kernels on a GPU only; on {jax.default_backend()} "
                 "it is the fused engine, timed as lstm_jax"
             )
-    batch_size = data["tokens"].shape[0]
-    config = SentimentConfig(
-        model=workload,
+    spec = WORKLOADS[workload]
+    batch_size = len(next(iter(data.values())))
+    common = dict(
         batch_size=batch_size,
         learning_rate=LEARNING_RATE,
         clip_norm=0.0,
         matmul_dtype=matmul_dtype,
         engine=engine,
     )
-    trainer = Trainer(SentimentTask(config))  # data-parallel over the devices `host` set up
-    state = trainer.init_state()
-    weights = np.ones((batch_size,), np.float32)
-    batch = jax.device_put(
-        Batch(data["tokens"], data["lengths"], data["labels"], weights), trainer.split
-    )
+    weights_B = np.ones((batch_size,), np.float32)
+    if spec["kind"] == "charlm":
+        from lstm_jax.tasks.charlm import CharLMConfig, CharLMTask
+        from lstm_jax.tasks.charlm.task import Windows
+        from lstm_jax.tasks.charlm.text import Vocabulary
+
+        hidden = spec["widths"][0]
+        config = CharLMConfig(
+            window=data["ids"].shape[1] - 1,
+            hidden=hidden,
+            layers=len(spec["widths"]),
+            embed_dim=spec["embed"],
+            **common,
+        )
+        task: Any = CharLMTask(config)
+        task.vocab = Vocabulary("".join(chr(33 + i) for i in range(spec["vocab"])))
+        batch: Any = Windows(data["ids"], weights_B)
+
+        def logits_fn(p):
+            return task.model.apply({"params": p}, data["ids"][:, :-1])[0]
+    else:
+        from lstm_jax.tasks.sentiment import SentimentConfig, SentimentTask
+        from lstm_jax.tasks.sentiment.data import Batch
+
+        task = SentimentTask(SentimentConfig(model=workload, vocab_size=spec["vocab"], **common))
+        batch = Batch(data["tokens"], data["lengths"], data["labels"], weights_B)
+
+        def logits_fn(p):
+            return task.model.apply({"params": p}, data["tokens"], data["lengths"])
+
+    trainer = Trainer(task)
+    params = _as_jax(weights)
+    state = trainer.place(step_lib.init_state(params, trainer.optimizer))
+    batch = jax.device_put(batch, trainer.split)
 
     def step(state, batch):  # the library's step, its loss sum turned into the mean
         state, sums = trainer.step_fn(state, batch)
         return state, sums["loss"] / sums["count"]
 
+    def check_fn():
+        logits = jax.jit(logits_fn)(params)
+        return _check_rows(workload, logits), _jax_loss(workload, logits, data)
+
     return JaxRunner(
         step,
         state,
         batch,
-        state.params,
+        params,
+        check_fn=check_fn,
         settle=trainer.parallel,
         compiler_options=trainer.compiler_options,
+        settings={"devices": trainer.mesh.size, "engine": engine, "matmul_dtype": matmul_dtype},
     )
 
 
-def _flax(workload: str, data: dict[str, np.ndarray]) -> Runner:
+def _lstm_jax_lib(
+    workload: str, data: dict[str, np.ndarray], weights: dict[str, Any], matmul_dtype: str
+) -> Runner:
+    """Library use: the model's `apply` in a user's own jitted step (`_plain_jax`), one
+    device, no `host` settings and no compiler options."""
+    from lstm_jax.models import CharLM, SentimentClassifier
+
+    spec = WORKLOADS[workload]
+    dtype = None if matmul_dtype == "float32" else matmul_dtype
+    if spec["kind"] == "charlm":
+        width = spec["widths"][0]
+        lm = CharLM(spec["vocab"], width, len(spec["widths"]), spec["embed"], matmul_dtype=dtype)
+        logits_fn = lambda p, b: lm.apply({"params": p}, b["ids"][:, :-1])[0]  # noqa: E731
+    else:
+        model = SentimentClassifier(spec["vocab"], workload, matmul_dtype=dtype)
+        logits_fn = lambda p, b: model.apply({"params": p}, b["tokens"], b["lengths"])  # noqa: E731
+    settings = {"devices": 1, "jit": "plain jax.jit", "matmul_dtype": matmul_dtype}
+    return _plain_jax(workload, data, _as_jax(weights), logits_fn, settings)
+
+
+def _flax_lstm(cell: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Our `(in, 4H)` / `(H, 4H)` / `(4H,)` LSTM weights as `nn.OptimizedLSTMCell`'s
+    per-gate Dense layers (`ii`, `hi`, ...; gates i, f, g, o)."""
+    hidden = cell["recurrent_kernel"].shape[0]
+    out: dict[str, Any] = {}
+    for g, gate in enumerate("ifgo"):
+        part = slice(g * hidden, (g + 1) * hidden)
+        out[f"i{gate}"] = {"kernel": cell["kernel"][:, part]}
+        out[f"h{gate}"] = {"kernel": cell["recurrent_kernel"][:, part], "bias": cell["bias"][part]}
+    return out
+
+
+def _flax(workload: str, data: dict[str, np.ndarray], weights: dict[str, Any]) -> Runner:
+    """The same models from Flax's own layers: `nn.RNN(nn.OptimizedLSTMCell)`, and
+    `nn.Bidirectional` with `seq_lengths` for the classifiers."""
     import flax.linen as nn
-    import jax
     import jax.numpy as jnp
-    import optax
 
-    widths = WIDTHS[workload]
+    spec = WORKLOADS[workload]
+    widths = spec["widths"]
+    params = dict(weights)
+    if spec["kind"] == "charlm":
 
-    class Classifier(nn.Module):
-        @nn.compact
-        def __call__(self, tokens, lengths):
-            x = nn.Embed(VOCAB_SIZE, EMBED_DIM)(tokens)
-            for depth, width in enumerate(widths):
-                last = depth == len(widths) - 1
-                layer = nn.Bidirectional(
-                    nn.RNN(nn.OptimizedLSTMCell(width)),
-                    nn.RNN(nn.OptimizedLSTMCell(width)),
-                    return_carry=last,
-                )
-                if last:  # an LSTM carry is (c, h); keep h of each direction
-                    (carry_fwd, carry_bwd), _ = layer(x, seq_lengths=lengths)
-                    x = jnp.concatenate([carry_fwd[1], carry_bwd[1]], axis=-1)
-                else:
-                    x = layer(x, seq_lengths=lengths)
-            x = nn.relu(nn.Dense(DENSE_DIM)(x))
-            return nn.Dense(1)(x)[:, 0]
+        class LanguageModel(nn.Module):
+            @nn.compact
+            def __call__(self, ids):
+                x = nn.Embed(spec["vocab"], spec["embed"], name="embed")(ids)
+                for depth, width in enumerate(widths):
+                    x = nn.RNN(nn.OptimizedLSTMCell(width, name=f"layer_{depth}"))(x)
+                return nn.Dense(spec["vocab"], name="head")(x)
 
-    model = Classifier()
-    params = model.init(jax.random.key(0), data["tokens"][:1], data["lengths"][:1])["params"]
-    optimizer = optax.adam(LEARNING_RATE)
-    step = _bce_step(lambda p, t, n: model.apply({"params": p}, t, n), optimizer)
-    return JaxRunner(step, (params, optimizer.init(params)), data, params)
+        for depth in range(len(widths)):
+            params[f"layer_{depth}"] = _flax_lstm(weights[f"layer_{depth}"])
+        lm = LanguageModel()
+        logits_fn = lambda p, b: lm.apply({"params": p}, b["ids"][:, :-1])  # noqa: E731
+    else:
+
+        class Classifier(nn.Module):
+            @nn.compact
+            def __call__(self, tokens, lengths):
+                x = nn.Embed(spec["vocab"], spec["embed"], name="embedding")(tokens)
+                for depth, width in enumerate(widths):
+                    last = depth == len(widths) - 1
+                    name = f"bidirectional_{depth}"  # the cells' params live in this scope
+                    layer = nn.Bidirectional(
+                        nn.RNN(nn.OptimizedLSTMCell(width, name=f"{name}_forward")),
+                        nn.RNN(nn.OptimizedLSTMCell(width, name=f"{name}_backward")),
+                        return_carry=last,
+                    )
+                    if last:  # an LSTM carry is (c, h); keep h of each direction
+                        (carry_fwd, carry_bwd), _ = layer(x, seq_lengths=lengths)
+                        x = jnp.concatenate([carry_fwd[1], carry_bwd[1]], axis=-1)
+                    else:
+                        x = layer(x, seq_lengths=lengths)
+                x = nn.relu(nn.Dense(spec["dense"], name="dense")(x))
+                return nn.Dense(1, name="logits")(x)[:, 0]
+
+        for depth in range(len(widths)):
+            layer = params.pop(f"bidirectional_{depth}")
+            for direction in ("forward", "backward"):
+                params[f"bidirectional_{depth}_{direction}"] = _flax_lstm(layer[direction])
+        model = Classifier()
+        logits_fn = lambda p, b: model.apply({"params": p}, b["tokens"], b["lengths"])  # noqa: E731
+    return _plain_jax(workload, data, _as_jax(params), logits_fn)
 
 
 def _keras_model(backend: str, workload: str, length: int, *, mask: bool) -> Any:
     """The tutorial's `Sequential` in Keras 3 on `backend` (the worker's `KERAS_BACKEND`)."""
+    spec = WORKLOADS[workload]
+    if spec["kind"] != "classifier":
+        raise Skip("the Keras rows are the tutorial's classifiers; not built for the char LM")
     try:
         import keras
     except ImportError as e:
@@ -375,23 +580,28 @@ def _keras_model(backend: str, workload: str, length: int, *, mask: bool) -> Any
         raise Skip(f"keras runs on {keras.backend.backend()!r}, not {backend!r} (KERAS_BACKEND)")
     layers: list[Any] = [
         keras.Input((length,), dtype="int32"),
-        keras.layers.Embedding(VOCAB_SIZE, EMBED_DIM, mask_zero=mask),
+        keras.layers.Embedding(spec["vocab"], spec["embed"], mask_zero=mask),
     ]
-    widths = WIDTHS[workload]
+    widths = spec["widths"]
     for depth, width in enumerate(widths):
         last = depth == len(widths) - 1
         layers.append(
             keras.layers.Bidirectional(keras.layers.LSTM(width, return_sequences=not last))
         )
-    layers += [keras.layers.Dense(DENSE_DIM, activation="relu"), keras.layers.Dense(1)]
+    layers += [keras.layers.Dense(spec["dense"], activation="relu"), keras.layers.Dense(1)]
     return keras.Sequential(layers)
 
 
-def _keras(workload: str, data: dict[str, np.ndarray], *, mask: bool) -> Runner:
-    model = _keras_model("jax", workload, data["tokens"].shape[1], mask=mask)
+def _keras(
+    workload: str, data: dict[str, np.ndarray], weights: dict[str, Any], *, mask: bool
+) -> Runner:
+    model = _keras_model("jax", workload, data.get("tokens", data.get("ids")).shape[1], mask=mask)
     import jax
     import optax
 
+    from lstm_jax import interop
+
+    model.set_weights(interop.to_keras(weights, workload))
     optimizer = optax.adam(LEARNING_RATE)
 
     def step(state, batch):
@@ -399,8 +609,7 @@ def _keras(workload: str, data: dict[str, np.ndarray], *, mask: bool) -> Runner:
 
         def loss_fn(tv):
             logits, ntv = model.stateless_call(tv, non_trainable, batch["tokens"], training=True)
-            labels = batch["labels"].astype(logits.dtype)
-            return optax.sigmoid_binary_cross_entropy(logits[:, 0], labels).mean(), ntv
+            return _jax_loss(workload, logits[:, 0], batch), ntv
 
         (loss, ntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
@@ -408,8 +617,13 @@ def _keras(workload: str, data: dict[str, np.ndarray], *, mask: bool) -> Runner:
 
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def check_fn():
+        logits, _ = model.stateless_call(trainable, non_trainable, data["tokens"])
+        return logits[:, 0], _jax_loss(workload, logits[:, 0], data)
+
     state = (trainable, non_trainable, optimizer.init(trainable))
-    return JaxRunner(step, state, data, trainable)
+    return JaxRunner(step, state, data, trainable, check_fn=check_fn)
 
 
 class KerasTFRunner(Runner):
@@ -418,18 +632,21 @@ class KerasTFRunner(Runner):
     `model.fit` (Keras' defaults, `jit_compile="auto"`). Each call returns the loss to the
     host, so every step ends synchronised."""
 
-    def __init__(self, workload: str, data: dict[str, np.ndarray]):
+    def __init__(self, workload: str, data: dict[str, np.ndarray], weights: dict[str, Any]):
+        if WORKLOADS[workload]["kind"] != "classifier":
+            raise Skip("the Keras rows are the tutorial's classifiers; not built for the char LM")
         try:
             import tensorflow  # noqa: F401  (Keras' backend; a clear skip where it is missing)
         except ImportError as e:
             raise Skip(f"tensorflow not installed ({e}); pip install -e '.[bench-tf]'") from e
         import keras
 
+        from lstm_jax import interop
+
         self.model = _keras_model("tensorflow", workload, data["tokens"].shape[1], mask=True)
-        self.model.compile(
-            optimizer=keras.optimizers.Adam(LEARNING_RATE),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        )
+        self.model.set_weights(interop.to_keras(weights, workload))
+        self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+        self.model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=self.loss_fn)
         self.tokens = data["tokens"]
         self.labels = data["labels"].astype(np.float32)
         self.params = int(self.model.count_params())
@@ -444,42 +661,43 @@ class KerasTFRunner(Runner):
     def loss(self) -> float:
         return float(np.asarray(self._loss).reshape(-1)[0])
 
+    def check(self) -> tuple[np.ndarray, float]:
+        logits = np.asarray(self.model(self.tokens, training=False))[:, 0]
+        return logits, float(np.asarray(self.loss_fn(self.labels, logits)))
 
-def _jax_cudnn(workload: str, data: dict[str, np.ndarray]) -> Runner:
+
+def _jax_cudnn(workload: str, data: dict[str, np.ndarray], weights: dict[str, Any]) -> Runner:
+    """`jax.experimental.rnn.lstm` (cuDNN) with its own initial weights: its flat weight
+    layout is not loaded from the shared weights, so its row is not checked."""
     import jax
     import jax.numpy as jnp
-    import optax
 
     if jax.default_backend() != "gpu":
         raise Skip(
             f"jax.experimental.rnn.lstm needs cuDNN (a GPU); backend is {jax.default_backend()}"
         )
+    if WORKLOADS[workload]["kind"] != "classifier":
+        raise Skip("built for the classifiers only")
     from jax.experimental import rnn
 
-    widths = WIDTHS[workload]
+    spec = WORKLOADS[workload]
+    widths = spec["widths"]
     keys = iter(jax.random.split(jax.random.key(0), 2 + len(widths)))
-    params: dict[str, Any] = {
-        "embedding": jax.random.uniform(
-            next(keys), (VOCAB_SIZE, EMBED_DIM), minval=-0.05, maxval=0.05
-        )
-    }
-    features = EMBED_DIM
+    params: dict[str, Any] = {"embedding": jnp.asarray(weights["embedding"]["embedding"])}
+    features = spec["embed"]
     for depth, width in enumerate(widths):
         params[f"lstm_{depth}"] = rnn.init_lstm_weight(next(keys), features, width, 1, True)
         features = 2 * width
-    params["dense"] = {
-        "kernel": jax.nn.initializers.glorot_uniform()(next(keys), (features, DENSE_DIM)),
-        "bias": jnp.zeros((DENSE_DIM,)),
-    }
-    params["logits"] = {"kernel": jnp.zeros((DENSE_DIM, 1)), "bias": jnp.zeros((1,))}
+    params["dense"] = _as_jax(weights["dense"])
+    params["logits"] = _as_jax(weights["logits"])
 
-    def logits_fn(p, tokens, lengths):
-        x = p["embedding"][tokens]
-        batch = tokens.shape[0]
+    def logits_fn(p, batch):
+        x = p["embedding"][batch["tokens"]]
+        size = batch["tokens"].shape[0]
         for depth, width in enumerate(widths):
-            zeros = jnp.zeros((2, batch, width), x.dtype)
+            zeros = jnp.zeros((2, size, width), x.dtype)
             out = rnn.lstm(
-                x, zeros, zeros, p[f"lstm_{depth}"], lengths,
+                x, zeros, zeros, p[f"lstm_{depth}"], batch["lengths"],
                 input_size=x.shape[-1], hidden_size=width, num_layers=1,
                 dropout=0.0, bidirectional=True,
             )  # fmt: skip
@@ -488,13 +706,28 @@ def _jax_cudnn(workload: str, data: dict[str, np.ndarray]) -> Runner:
         x = jax.nn.relu(x @ p["dense"]["kernel"] + p["dense"]["bias"])
         return (x @ p["logits"]["kernel"] + p["logits"]["bias"])[:, 0]
 
-    optimizer = optax.adam(LEARNING_RATE)
-    step = _bce_step(logits_fn, optimizer)
-    return JaxRunner(step, (params, optimizer.init(params)), data, params)
+    runner = _plain_jax(workload, data, params, logits_fn)
+    runner.check_fn = None
+    return runner
 
 
 class TorchRunner(Runner):
-    def __init__(self, workload: str, data: dict[str, np.ndarray], *, pack: bool):
+    """`nn.LSTM` models in PyTorch with `torch.optim.Adam`. `best`: flush denormals to zero
+    (`torch.set_flush_denormal(True)`: this Intel CPU handles them in microcode, and a
+    last-state classifier's backward pass decays into them) and one thread per available
+    core; otherwise PyTorch's defaults. `autocast`: the forward pass under bfloat16
+    autocast, the loss in float32. `pack`: the classifiers read packed sequences."""
+
+    def __init__(
+        self,
+        workload: str,
+        data: dict[str, np.ndarray],
+        weights: dict[str, Any],
+        *,
+        pack: bool = True,
+        best: bool = True,
+        autocast: bool = False,
+    ):
         try:
             import torch
         except ImportError as e:
@@ -502,21 +735,35 @@ class TorchRunner(Runner):
         from torch import nn
         from torch.nn.utils.rnn import pack_padded_sequence
 
+        spec = WORKLOADS[workload]
+        charlm = spec["kind"] == "charlm"
+        if charlm and not pack:
+            raise Skip("a char-LM window has no padding: the same as the torch row")
         self.torch = torch
+        if best:
+            torch.set_flush_denormal(True)
+            torch.set_num_threads(_cores())
+        self.settings = {
+            "flush_denormal": best,
+            "threads": torch.get_num_threads(),
+            "packed": pack and not charlm,
+            "autocast": "bfloat16" if autocast else None,
+        }
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        widths = WIDTHS[workload]
+        self.autocast = autocast
+        widths = spec["widths"]
 
         class Classifier(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.embedding = nn.Embedding(VOCAB_SIZE, EMBED_DIM)
-                features, lstms = EMBED_DIM, []
+                self.embedding = nn.Embedding(spec["vocab"], spec["embed"])
+                features, lstms = spec["embed"], []
                 for width in widths:
                     lstms.append(nn.LSTM(features, width, batch_first=True, bidirectional=True))
                     features = 2 * width
                 self.lstms = nn.ModuleList(lstms)
-                self.dense = nn.Linear(features, DENSE_DIM)
-                self.logits = nn.Linear(DENSE_DIM, 1)
+                self.dense = nn.Linear(features, spec["dense"])
+                self.logits = nn.Linear(spec["dense"], 1)
 
             def forward(self, tokens, lengths_cpu):
                 x = self.embedding(tokens)
@@ -527,18 +774,43 @@ class TorchRunner(Runner):
                 x = torch.cat([h_n[0], h_n[1]], dim=-1)  # forward last real step, backward first
                 return self.logits(torch.relu(self.dense(x)))[:, 0]
 
-        self.model = Classifier().to(self.device)
+        class LanguageModel(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embedding = nn.Embedding(spec["vocab"], spec["embed"])
+                self.lstm = nn.LSTM(spec["embed"], widths[0], len(widths), batch_first=True)
+                self.head = nn.Linear(widths[0], spec["vocab"])
+
+            def forward(self, ids, _lengths):
+                return self.head(self.lstm(self.embedding(ids))[0])
+
+        self.model = (LanguageModel() if charlm else Classifier()).to(self.device)
+        _load_torch(self.model, weights, spec, torch)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
-        self.tokens = torch.from_numpy(data["tokens"]).long().to(self.device)
-        self.lengths = torch.from_numpy(data["lengths"]).long()  # packing wants them on CPU
-        self.labels = torch.from_numpy(data["labels"]).float().to(self.device)
+        if charlm:
+            ids = torch.from_numpy(data["ids"]).long().to(self.device)
+            self.inputs, self.targets, self.lengths = ids[:, :-1], ids[:, 1:], None
+        else:
+            self.inputs = torch.from_numpy(data["tokens"]).long().to(self.device)
+            self.lengths = torch.from_numpy(data["lengths"]).long()  # packing wants the CPU
+            self.targets = torch.from_numpy(data["labels"]).float().to(self.device)
+        self.charlm = charlm
         self.params = sum(p.numel() for p in self.model.parameters())
         self._loss = None
 
+    def _forward(self) -> tuple[Any, Any]:
+        functional = self.torch.nn.functional
+        with self.torch.autocast(self.device.type, self.torch.bfloat16, enabled=self.autocast):
+            logits = self.model(self.inputs, self.lengths)
+        logits = logits.float()
+        if self.charlm:
+            flat = logits.reshape(-1, logits.shape[-1])
+            return logits, functional.cross_entropy(flat, self.targets.reshape(-1))
+        return logits, functional.binary_cross_entropy_with_logits(logits, self.targets)
+
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(self.tokens, self.lengths)
-        loss = self.torch.nn.functional.binary_cross_entropy_with_logits(logits, self.labels)
+        _, loss = self._forward()
         loss.backward()
         self.optimizer.step()
         self._loss = loss
@@ -550,6 +822,12 @@ class TorchRunner(Runner):
     def loss(self) -> float:
         return float(self._loss.detach().cpu())
 
+    def check(self) -> tuple[np.ndarray, float]:
+        with self.torch.no_grad():
+            logits, loss = self._forward()
+        rows = logits[:CHECK_ROWS] if self.charlm else logits
+        return rows.cpu().numpy(), float(loss)
+
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {"torch_threads": self.torch.get_num_threads()}
         if self.device.type == "cuda":
@@ -557,21 +835,61 @@ class TorchRunner(Runner):
         return out
 
 
-BUILDERS: dict[str, Callable[[str, dict[str, np.ndarray]], Runner]] = {
-    "lstm_jax": lambda w, d: _lstm_jax(w, d, "fused"),
-    "lstm_jax-1dev": lambda w, d: _lstm_jax(w, d, "fused"),
-    "lstm_jax-scan": lambda w, d: _lstm_jax(w, d, "scan"),
-    "lstm_jax-bf16": lambda w, d: _lstm_jax(w, d, "fused", matmul_dtype="bfloat16"),
-    "lstm_jax-pallas": lambda w, d: _lstm_jax(w, d, "pallas"),
-    REMAT: lambda w, d: _lstm_jax(w, d, "remat"),
+def _load_torch(model: Any, weights: dict[str, Any], spec: dict[str, Any], torch: Any) -> None:
+    """Copy the shared weights into a `TorchRunner` model: `nn.LSTM` keeps `(4H, in)`
+    matrices (ours transposed, gates i, f, g, o as ours) and two biases per layer (ours in
+    `bias_ih`, zeros in `bias_hh`); `nn.Linear` keeps `(out, in)`."""
+    tensors: dict[str, np.ndarray] = {}
+    if spec["kind"] == "charlm":
+        tensors["embedding.weight"] = weights["embed"]["embedding"]
+        cells = {f"lstm.{{}}_l{d}": weights[f"layer_{d}"] for d in range(len(spec["widths"]))}
+        dense = {"head": weights["head"]}
+    else:
+        tensors["embedding.weight"] = weights["embedding"]["embedding"]
+        cells = {}
+        for d in range(len(spec["widths"])):
+            layer = weights[f"bidirectional_{d}"]
+            cells[f"lstms.{d}.{{}}_l0"] = layer["forward"]
+            cells[f"lstms.{d}.{{}}_l0_reverse"] = layer["backward"]
+        dense = {"dense": weights["dense"], "logits": weights["logits"]}
+    for name, cell in cells.items():
+        tensors[name.format("weight_ih")] = cell["kernel"].T
+        tensors[name.format("weight_hh")] = cell["recurrent_kernel"].T
+        tensors[name.format("bias_ih")] = cell["bias"]
+        tensors[name.format("bias_hh")] = np.zeros_like(cell["bias"])
+    for name, layer in dense.items():
+        tensors[f"{name}.weight"] = layer["kernel"].T
+        tensors[f"{name}.bias"] = layer["bias"]
+    state = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in tensors.items()}
+    model.load_state_dict(state, strict=True)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+BUILDERS: dict[str, Callable[..., Runner]] = {
+    "lstm_jax": lambda w, d, p: _lstm_jax(w, d, p, "fused"),
+    "lstm_jax-1dev": lambda w, d, p: _lstm_jax(w, d, p, "fused"),
+    "lstm_jax-scan": lambda w, d, p: _lstm_jax(w, d, p, "scan"),
+    "lstm_jax-bf16": lambda w, d, p: _lstm_jax(w, d, p, "fused", matmul_dtype="bfloat16"),
+    "lstm_jax-lib": lambda w, d, p: _lstm_jax_lib(w, d, p, "float32"),
+    "lstm_jax-lib-bf16": lambda w, d, p: _lstm_jax_lib(w, d, p, "bfloat16"),
+    "lstm_jax-pallas": lambda w, d, p: _lstm_jax(w, d, p, "pallas"),
+    REMAT: lambda w, d, p: _lstm_jax(w, d, p, "remat"),
     "flax": _flax,
-    "keras-jax": lambda w, d: _keras(w, d, mask=True),
-    "keras-jax-nomask": lambda w, d: _keras(w, d, mask=False),
+    "keras-jax": lambda w, d, p: _keras(w, d, p, mask=True),
+    "keras-jax-nomask": lambda w, d, p: _keras(w, d, p, mask=False),
     "keras-tf": KerasTFRunner,
-    "torch": lambda w, d: TorchRunner(w, d, pack=True),
-    "torch-nopack": lambda w, d: TorchRunner(w, d, pack=False),
+    "torch": lambda w, d, p: TorchRunner(w, d, p),
+    "torch-nopack": lambda w, d, p: TorchRunner(w, d, p, pack=False),
+    "torch-bf16": lambda w, d, p: TorchRunner(w, d, p, autocast=True),
+    "torch-default": lambda w, d, p: TorchRunner(w, d, p, best=False),
     "jax-cudnn": _jax_cudnn,
 }
+# Rows of `Trainer`'s step: their workers split the CPU with `host.configure` first.
+TRAINER_ROWS = ("lstm_jax", "lstm_jax-1dev", "lstm_jax-scan", "lstm_jax-bf16", "lstm_jax-pallas")
+TRAINER_ROWS += (REMAT,)
 
 
 # ----------------------------------------------------------------------------------
@@ -591,22 +909,32 @@ def _worker_channel():
     return send
 
 
-def _serve_cell(impl: str, workload: str, batch: int, length: int, seed: int) -> None:
+def _serve_cell(impl: str, workload: str, batch: int, length: int, seed: int, weights: str) -> None:
+    from benchmarks.reference import unflatten
+
     send = _worker_channel()
     counter = None
+    with np.load(weights) as flat:
+        loaded = unflatten(flat)
     try:
-        runner = BUILDERS[impl](workload, random_batch(batch, length, seed))
+        runner = BUILDERS[impl](workload, random_batch(batch, length, seed, workload), loaded)
         if runner.is_jax:
             counter = _CompileCounter()
     except Skip as e:
         send({"status": "skipped", "reason": str(e)})
         return
-    send({"status": "ready", "params": runner.params})
+    send({"status": "ready", "params": runner.params, "settings": runner.settings})
     for line in sys.stdin:
         command = json.loads(line)
         name = command["cmd"]
         if name == "quit":
             return
+        if name == "check":
+            checked = runner.check()
+            if checked is None:
+                send({"logits": None, "loss": None})
+            else:
+                send({"logits": checked[0].tolist(), "loss": checked[1]})
         if name == "warmup":
             compiles = counter.seconds if counter else 0.0
             start = time.perf_counter()
@@ -820,6 +1148,8 @@ def _worker_env(impl: str | None = None, malloc: str = "tuned") -> dict[str, str
         tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
         if not any(t.startswith("glibc.malloc.arena_max=") for t in tunables):
             env["GLIBC_TUNABLES"] = ":".join([*tunables, ONE_ARENA])
+    root = str(Path(__file__).resolve().parent.parent)  # workers import benchmarks.reference
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several processes share a GPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -833,13 +1163,30 @@ def _keras_backend(env: dict[str, str], impl: str) -> dict[str, str]:
 def _run_cell(
     workload: str, length: int, impls: Sequence[str], options: argparse.Namespace, log
 ) -> list[dict[str, Any]]:
-    """All implementations on one (workload, length): warm up each, then alternate."""
+    """All implementations on one (workload, length): load the shared weights and check
+    each against the reference, warm up each, then alternate timed rounds."""
+    from benchmarks import reference
+
     rows = {
-        impl: {"workload": workload, "length": length, "batch": options.batch, "impl": impl}
+        impl: {
+            "workload": workload,
+            "length": length,
+            "batch": options.batch,
+            "impl": impl,
+            "precision": precision(impl),
+        }
         for impl in impls
     }
+    spec = WORKLOADS[workload]
+    weights = reference.make_weights(spec)
+    expected = reference.forward(
+        weights, spec["kind"], random_batch(options.batch, length, 0, workload)
+    )
+    folder = tempfile.TemporaryDirectory()
+    weights_file = Path(folder.name) / "weights.npz"
+    np.savez(weights_file, **reference.flatten(weights))
     args = ["cell", "--workload", workload, "--batch", str(options.batch), "--length", str(length)]
-    args += ["--malloc", options.malloc]
+    args += ["--malloc", options.malloc, "--weights", str(weights_file)]
     workers = {  # start in parallel
         impl: Worker(
             [*args, "--impl", impl], _keras_backend(_worker_env(impl, options.malloc), impl)
@@ -848,11 +1195,11 @@ def _run_cell(
     }
     alive: dict[str, Worker] = {}
 
-    def fail(impl: str, error: Exception) -> None:
-        rows[impl].update(status="error", error=str(error))
+    def fail(impl: str, error: Exception | str, status: str = "error") -> None:
+        rows[impl].update(status=status, error=str(error))
         workers[impl].kill()
         alive.pop(impl, None)
-        log(f"  {impl}: error: {str(error).splitlines()[0]}")
+        log(f"  {impl}: {status}: {str(error).splitlines()[0]}")
 
     try:
         for impl, worker in workers.items():
@@ -865,9 +1212,24 @@ def _run_cell(
                 rows[impl].update(status="skipped", reason=message["reason"])
                 log(f"  {impl}: skipped ({message['reason']})")
                 worker.close()
+                continue
+            rows[impl].update(
+                status="ok", params=message["params"], settings=message["settings"], rounds_ms=[]
+            )
+            try:  # the same computation: logits and loss of the shared weights
+                got = worker.call("check")
+            except WorkerError as e:
+                fail(impl, e)
+                continue
+            if got["logits"] is None:
+                rows[impl]["checked"] = False
             else:
-                rows[impl].update(status="ok", params=message["params"], rounds_ms=[])
-                alive[impl] = worker
+                wrong = reference.check(expected, got["logits"], got["loss"], precision(impl))
+                if wrong:
+                    fail(impl, f"not the reference computation: {wrong}", "mismatch")
+                    continue
+                rows[impl].update(checked=True, check_loss=got["loss"])
+            alive[impl] = worker
         steps: dict[str, int] = {}
         for impl, worker in list(alive.items()):
             try:
@@ -876,6 +1238,12 @@ def _run_cell(
                 fail(impl, e)
                 continue
             rows[impl].update(warm)
+            wrong = rows[impl]["checked"] and reference.check_loss(
+                expected[1], warm["loss0"], precision(impl)
+            )
+            if wrong:  # the timed step itself computes the reference loss first
+                fail(impl, f"first training step: {wrong}", "mismatch")
+                continue
             auto = math.ceil(ROUND_SECONDS / max(warm["warm_step_s"], 1e-6))
             steps[impl] = options.steps or min(max(auto, 3), MAX_AUTO_STEPS)
             log(f"  {impl}: first step {warm['first_step_s']:.2f} s, {steps[impl]} steps/round")
@@ -900,24 +1268,59 @@ def _run_cell(
     finally:
         for worker in workers.values():
             worker.close()
+        folder.cleanup()
     flops = step_flops(workload, options.batch, length)
     for row in rows.values():
         if row.get("status") == "ok" and row["rounds_ms"]:
             ms = statistics.median(row["rounds_ms"])
             row.update(
                 ms_per_step=ms,
-                reviews_per_s=options.batch / (ms / 1e3),
+                examples_per_s=options.batch / (ms / 1e3),
                 flops=flops,
                 gflops_per_s=flops / (ms / 1e3) / 1e9,
             )
-    for row in rows.values():
         if row.get("status") == "ok":
             row["params_expected"] = expected_params(workload)
-    ours = rows.get(OURS, {}).get("ms_per_step")
+    timed = {impl: row["ms_per_step"] for impl, row in rows.items() if "ms_per_step" in row}
     for row in rows.values():
-        if ours and row.get("ms_per_step"):
-            row["speedup_of_ours"] = row["ms_per_step"] / ours
+        if "ms_per_step" in row and not row["impl"].startswith(OURS):
+            for column, ours in (("vs_whole", WHOLE), ("vs_library", LIBRARY)):
+                mine = timed.get(ours[row["precision"]])
+                if mine:
+                    row[column] = row["ms_per_step"] / mine
     return list(rows.values())
+
+
+def comparisons(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (workload, T, precision): ours as the whole machine runs it (`WHOLE`) and as a
+    library (`LIBRARY`), each against the fastest peer row of that precision that ran at
+    its best and passed the check; `ratio` above 1: ours is faster."""
+    out = []
+    cells = dict.fromkeys((r["workload"], r["length"]) for r in rows)
+    for workload, length in cells:
+        cell = [r for r in rows if (r["workload"], r["length"]) == (workload, length)]
+        timed = {r["impl"]: r for r in cell if "ms_per_step" in r}
+        for dtype in ("float32", "bfloat16"):
+            peers = [
+                r
+                for r in timed.values()
+                if not r["impl"].startswith(OURS)
+                and r["precision"] == dtype
+                and r["impl"] not in DEFAULTS
+                and r.get("checked")
+            ]
+            if not peers:
+                continue
+            fastest = min(peers, key=lambda r: r["ms_per_step"])
+            for name, ours in (("whole machine", WHOLE[dtype]), ("library use", LIBRARY[dtype])):
+                if ours in timed:
+                    out.append({
+                        "workload": workload, "length": length, "precision": dtype,
+                        "comparison": name, "ours": ours, "ours_ms": timed[ours]["ms_per_step"],
+                        "peer": fastest["impl"], "peer_ms": fastest["ms_per_step"],
+                        "ratio": fastest["ms_per_step"] / timed[ours]["ms_per_step"],
+                    })  # fmt: skip
+    return out
 
 
 def _single(args: Sequence[str], malloc: str) -> dict[str, Any]:
@@ -974,8 +1377,16 @@ def _csv(kind: Callable[[str], Any], choices: Sequence[str] | None = None):
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The benchmark's options (`python -m benchmarks --help`)."""
-    parser.add_argument("--workloads", type=_csv(str, tuple(WIDTHS)), default=list(WIDTHS))
-    parser.add_argument("--lengths", type=_csv(int), default=[128, 256, 1024], help="T values")
+    parser.add_argument(
+        "--workloads", type=_csv(str, tuple(WORKLOADS)), default=list(WORKLOADS),
+        help=f"from {','.join(WORKLOADS)}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lengths", type=_csv(int), default=[128, 256, 1024], help="the classifiers' T values"
+    )
+    parser.add_argument(
+        "--windows", type=_csv(int), default=[128], help="the char LM's T values (its window)"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument(
         "--impls", type=_csv(str, IMPLS), default=list(IMPLS), help=f"from {','.join(IMPLS)}"
@@ -1021,8 +1432,9 @@ def _check(options: argparse.Namespace) -> None:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(options, name)}")
     if options.steps is not None and options.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {options.steps}")
-    if any(t < 1 for t in options.lengths):
-        raise ValueError(f"--lengths must be positive, got {options.lengths}")
+    for name in ("lengths", "windows"):
+        if any(t < 1 for t in getattr(options, name)):
+            raise ValueError(f"--{name} must be positive, got {getattr(options, name)}")
 
 
 def run_benchmark(
@@ -1036,7 +1448,8 @@ def run_benchmark(
     that is cut short still leaves its finished cells behind.
     """
     if options.quick:
-        options.lengths, options.rounds, options.steps, options.warmup = [32], 1, 2, 1
+        options.lengths = options.windows = [32]
+        options.rounds, options.steps, options.warmup = 1, 2, 1
     _check(options)
     impls = list(dict.fromkeys(options.impls))
     if options.remat and REMAT not in impls:
@@ -1047,20 +1460,23 @@ def run_benchmark(
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "options": {k: v for k, v in vars(options).items() if k not in ("run", "command")},
         "machine": machine_info(),
-        "flops_formula": "3 * sum_layers 2 * 2*B*T*(E+H)*4H (fwd+bwd of both directions)",
+        "flops_formula": "3 * (sum_layers D * 2*B*T*(E+H)*4H + charlm's 2*B*T*H*V), "
+        "D = 2 directions (classifiers) or 1 (charlm)",
     }
     log("measuring the float32 matmul peak ...")
     results["peak"] = _single(["peak"], options.malloc)
     peak = results["peak"].get("jax_default_gflops")
     results["cells"] = []
     for workload in options.workloads:
-        for length in options.lengths:
+        lengths = options.windows if WORKLOADS[workload]["kind"] == "charlm" else options.lengths
+        for length in lengths:
             log(f"{workload} T={length} B={options.batch}")
             rows = _run_cell(workload, length, impls, options, log)
             for row in rows:
                 if peak and row.get("gflops_per_s"):
                     row["peak_fraction"] = row["gflops_per_s"] / peak
             results["cells"].extend(rows)
+            results["comparisons"] = comparisons(results["cells"])
             if save is not None:
                 save(results)
     archive = options.imdb_archive or os.environ.get("LSTM_JAX_IMDB_ARCHIVE")
@@ -1090,9 +1506,12 @@ COLUMNS = (
     ("T", "length"),
     ("impl", "impl"),
     ("params", "params"),
+    ("precision", "precision"),
+    ("checked", "checked"),
     ("ms/step", "ms_per_step"),
-    ("reviews/s", "reviews_per_s"),
-    ("ours ×", "speedup_of_ours"),
+    ("examples/s", "examples_per_s"),
+    ("÷ ours", "vs_whole"),
+    ("÷ ours lib", "vs_library"),
     ("first step s", "first_step_s"),
     ("compile s", "compile_s"),
     ("XLA temp MB", "xla_temp_mb"),
@@ -1111,8 +1530,10 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:,}"
     if key == "peak_fraction":
         return f"{100 * value:.1f}"
-    if key == "speedup_of_ours":
+    if key in ("vs_whole", "vs_library"):
         return f"{value:.2f}"
+    if key == "checked":
+        return "yes" if value else "no"
     if isinstance(value, float):
         return (
             f"{value:.3f}"
@@ -1158,6 +1579,18 @@ def format_table(results: dict[str, Any]) -> str:
         if extra:  # torch and cuDNN keep two bias vectors per gate
             cells[[k for _, k in COLUMNS].index("params")] += f" ({extra:+,})"
         lines.append("| " + " | ".join(cells) + " |")
+    if results.get("comparisons"):
+        lines += [
+            "",
+            "| workload | T | precision | comparison | ours ms | fastest peer | ms | ratio |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in results["comparisons"]:
+            lines.append(
+                f"| {c['workload']} | {c['length']} | {c['precision']} | {c['comparison']} | "
+                f"{c['ours']} {_cell('', c['ours_ms'])} | {c['peer']} | "
+                f"{_cell('', c['peer_ms'])} | {c['ratio']:.2f}× |"
+            )
     imdb = results.get("imdb", {})
     lines.append("")
     if imdb.get("status") == "ok":
@@ -1227,10 +1660,11 @@ def _worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks/harness.py --worker")
     parser.add_argument("role", choices=["cell", "peak", "imdb"])
     parser.add_argument("--impl", choices=list(BUILDERS))
-    parser.add_argument("--workload", choices=list(WIDTHS))
+    parser.add_argument("--workload", choices=list(WORKLOADS))
     parser.add_argument("--batch", type=int)
     parser.add_argument("--length", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", help="the shared weights (.npz of reference.flatten)")
     parser.add_argument("--archive")
     parser.add_argument("--examples", type=int)
     parser.add_argument("--epochs", type=int, default=1)
@@ -1239,12 +1673,12 @@ def _worker_main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     if args.malloc == "tuned":  # every implementation, before any allocation of note
         _tune_malloc()
-    if args.role == "imdb" or (args.role == "cell" and args.impl.startswith(OURS)):
+    if args.role == "imdb" or (args.role == "cell" and args.impl in TRAINER_ROWS):
         from lstm_jax import host
 
         host.configure(1 if args.impl == "lstm_jax-1dev" else None)
     if args.role == "cell":
-        _serve_cell(args.impl, args.workload, args.batch, args.length, args.seed)
+        _serve_cell(args.impl, args.workload, args.batch, args.length, args.seed, args.weights)
     elif args.role == "peak":
         _serve_peak()
     else:

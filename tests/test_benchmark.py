@@ -3,9 +3,11 @@ what its workers report on a tiny workload (the slower tier). Timings are never 
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import harness as benchmark
+from benchmarks import reference
 
 
 def test_flop_count_follows_the_documented_formula():
@@ -16,9 +18,101 @@ def test_flop_count_follows_the_documented_formula():
     assert benchmark.step_flops("stacked", 2, 3) == benchmark.step_flops("bilstm", 2, 3) + extra
 
 
+def test_charlm_flops_count_one_direction_and_the_output_layer():
+    # 2 layers of 512 over E = 64, then the output layer (512 -> 65) at every position.
+    forward = 2 * 2 * 3 * (64 + 512) * 2048 + 2 * 2 * 3 * 1024 * 2048 + 2 * 2 * 3 * 512 * 65
+    assert benchmark.step_flops("charlm", 2, 3) == 3 * forward
+
+
 def test_expected_params_match_the_keras_summaries():
     assert benchmark.expected_params("bilstm") == 598_209
     assert benchmark.expected_params("stacked") == 635_329
+    assert benchmark.expected_params("charlm") == 3_318_401  # CharLM(65, 512, 2, 64)
+
+
+@pytest.mark.parametrize("workload", ["bilstm", "stacked", "charlm"])
+def test_reference_forward_is_the_library_models(workload):
+    """The float64 NumPy loop the rows are checked against computes the library's models."""
+    import jax
+
+    from lstm_jax.models import CharLM, SentimentClassifier
+
+    spec = benchmark.WORKLOADS[workload]
+    weights = reference.make_weights(spec)
+    data = benchmark.random_batch(3, 7, 1, workload)
+    logits, loss = reference.forward(weights, spec["kind"], data)
+    params = jax.tree.map(np.asarray, weights)
+    if workload == "charlm":
+        ours, _ = CharLM(65, 512, 2, 64).apply({"params": params}, data["ids"][:, :-1])
+        assert logits.shape == (3, 7, 65) and 3.5 < loss < 5.0
+    else:
+        model = SentimentClassifier(spec["vocab"], workload)
+        ours = model.apply({"params": params}, data["tokens"], data["lengths"])
+    assert reference.check((logits, loss), np.asarray(ours)[:2], loss, "float32") is None
+    np.testing.assert_allclose(np.asarray(ours), logits, atol=1e-5)
+
+
+def test_check_names_what_differs():
+    logits, loss = np.array([0.1, -0.2, 0.3]), 0.7
+    assert reference.check((logits, loss), logits + 5e-5, loss, "float32") is None
+    assert "logits differ" in reference.check((logits, loss), logits + 1e-3, loss, "float32")
+    assert reference.check((logits, loss), logits + 1e-3, loss, "bfloat16") is None
+    assert "shape" in reference.check((logits, loss), logits[:, None], loss, "float32")
+    assert "loss 0.701000" in reference.check((logits, loss), logits, 0.701, "float32")
+    nan = reference.check((logits, loss), logits * np.nan, loss, "float32")
+    assert "logits differ" in nan
+
+
+@pytest.mark.parametrize("impl", ["flax", "lstm_jax-lib", "lstm_jax-lib-bf16"])
+def test_rows_load_the_shared_weights_and_pass_the_check(impl):
+    spec = benchmark.WORKLOADS["stacked"]
+    weights = reference.make_weights(spec)
+    data = benchmark.random_batch(4, 6, 0, "stacked")
+    runner = benchmark.BUILDERS[impl]("stacked", data, weights)
+    logits, loss = runner.check()
+    expected = reference.forward(weights, "classifier", data)
+    assert reference.check(expected, logits, loss, benchmark.precision(impl)) is None
+    runner.step()
+    assert reference.check_loss(expected[1], runner.loss(), benchmark.precision(impl)) is None
+
+
+def test_a_row_that_computes_something_else_fails_the_check():
+    spec = benchmark.WORKLOADS["bilstm"]
+    weights = reference.make_weights(spec)
+    data = benchmark.random_batch(4, 6, 0, "bilstm")
+    cell = weights["bidirectional_0"]["forward"]
+    hidden = cell["recurrent_kernel"].shape[0]
+    swapped = {  # gates f and i exchanged: a plausible layout slip
+        k: np.concatenate([v[..., hidden : 2 * hidden], v[..., :hidden], v[..., 2 * hidden :]], -1)
+        for k, v in cell.items()
+    }
+    wrong = {**weights, "bidirectional_0": {**weights["bidirectional_0"], "forward": swapped}}
+    logits, loss = benchmark.BUILDERS["flax"]("bilstm", data, wrong).check()
+    expected = reference.forward(weights, "classifier", data)
+    assert "logits differ" in reference.check(expected, logits, loss, "float32")
+
+
+def test_comparisons_pick_the_fastest_checked_peer_of_the_same_precision():
+    def row(impl, ms, checked=True):
+        return dict(
+            workload="bilstm", length=8, impl=impl, precision=benchmark.precision(impl),
+            ms_per_step=ms, checked=checked,
+        )  # fmt: skip
+
+    rows = [
+        row("lstm_jax", 10.0), row("lstm_jax-lib", 20.0), row("lstm_jax-bf16", 5.0),
+        row("torch", 15.0), row("flax", 12.0, checked=False), row("torch-default", 1.0),
+        row("torch-bf16", 4.0), row("keras-jax", 30.0),
+    ]  # fmt: skip
+    found = {(c["precision"], c["comparison"]): c for c in benchmark.comparisons(rows)}
+    whole = found["float32", "whole machine"]
+    assert (whole["peer"], whole["ratio"]) == ("torch", 1.5)  # flax unchecked, defaults not
+    assert found["float32", "library use"]["ratio"] == 0.75
+    assert (
+        found["bfloat16", "whole machine"]["peer"],
+        found["bfloat16", "whole machine"]["ratio"],
+    ) == ("torch-bf16", 0.8)
+    assert ("bfloat16", "library use") not in found  # lstm_jax-lib-bf16 not timed
 
 
 def test_unknown_impl_is_a_usage_error(capsys):
@@ -30,15 +124,16 @@ def test_unknown_impl_is_a_usage_error(capsys):
 @pytest.mark.slow
 def test_quick_run_reports_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    impls = "lstm_jax,jax-cudnn,keras-tf,lstm_jax-pallas"
-    argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", impls]
+    impls = "lstm_jax,lstm_jax-lib,jax-cudnn,keras-tf,lstm_jax-pallas,torch,torch-bf16"
+    argv = ["--quick", "--workloads", "bilstm,charlm", "--batch", "2", "--impls", impls]
     assert benchmark.main([*argv, "--no-imdb", "--out", str(out)]) == 0
 
     results = json.loads(out.read_text())
-    assert {"date", "command", "machine", "peak", "cells", "imdb"} <= set(results)
+    assert {"date", "command", "machine", "peak", "cells", "comparisons", "imdb"} <= set(results)
     assert results["peak"]["jax_default_gflops"] > 0
-    ours, cudnn, keras_tf, pallas = results["cells"]
-    assert ours["impl"] == "lstm_jax" and ours["status"] == "ok", ours
+    cells = {(r["workload"], r["impl"]): r for r in results["cells"]}
+    ours = cells["bilstm", "lstm_jax"]
+    assert ours["status"] == "ok" and ours["checked"], ours
     assert (ours["workload"], ours["length"], ours["batch"]) == ("bilstm", 32, 2)
     assert ours["params"] == ours["params_expected"] == 598_209
     assert len(ours["rounds_ms"]) == 1 and ours["ms_per_step"] > 0
@@ -46,18 +141,32 @@ def test_quick_run_reports_table_and_json(tmp_path, capsys):
     assert ours["flops"] == benchmark.step_flops("bilstm", 2, 32)
     for key in ("first_step_s", "compile_s", "xla_temp_mb", "rss_mb", "gflops_per_s", "loss0"):
         assert key in ours, key
-    assert cudnn["status"] in ("ok", "skipped")  # skipped without a GPU
-    assert pallas["status"] in ("ok", "skipped")  # likewise
+    lm = cells["charlm", "lstm_jax-lib"]
+    assert lm["status"] == "ok" and lm["checked"] and lm["params"] == 3_318_401, lm
+    assert lm["settings"]["devices"] == 1
+    assert cells["bilstm", "jax-cudnn"]["status"] in ("ok", "skipped")  # skipped without a GPU
+    assert cells["bilstm", "lstm_jax-pallas"]["status"] in ("ok", "skipped")  # likewise
+    keras_tf = cells["bilstm", "keras-tf"]
     if keras_tf["status"] == "ok":  # with the bench-tf extra: Keras on TensorFlow, same model
-        assert keras_tf["params"] == 598_209 and keras_tf["ms_per_step"] > 0
+        assert keras_tf["params"] == 598_209 and keras_tf["checked"]
     else:  # without it, a skip that says how to install it
         assert keras_tf["status"] == "skipped" and "bench-tf" in keras_tf["reason"], keras_tf
+    assert cells["charlm", "keras-tf"]["status"] == "skipped"
+    torch = cells["charlm", "torch"]
+    if torch["status"] == "ok":  # with the bench extra: checked, at its best, compared
+        assert torch["checked"] and torch["settings"]["flush_denormal"], torch
+        assert cells["charlm", "torch-bf16"]["settings"]["autocast"] == "bfloat16"
+        kinds = {(c["workload"], c["comparison"]) for c in results["comparisons"]}
+        assert ("charlm", "library use") in kinds and ("bilstm", "whole machine") in kinds
+        assert torch["vs_library"] == torch["ms_per_step"] / lm["ms_per_step"]
+    else:
+        assert torch["status"] == "skipped" and "bench" in torch["reason"], torch
     assert results["imdb"]["status"] == "skipped"
 
     table = capsys.readouterr().out
     header = "| " + " | ".join(title for title, _ in benchmark.COLUMNS) + " |"
     assert header in table
-    assert "| bilstm | 32 | lstm_jax | 598,209 |" in table
+    assert "| bilstm | 32 | lstm_jax | 598,209 | float32 | yes |" in table
 
 
 @pytest.mark.slow
