@@ -50,6 +50,10 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
                     thread per available core; the classifiers on packed sequences
                     (`pack_padded_sequence`: the padding-correct model); `torch.optim.Adam`.
   torch-nopack      the same on plain padded tensors (right only for full-length batches).
+  torch-reversed    one `nn.LSTM` per direction on padded tensors, the backward one over
+                    each row's real steps reversed in place: padding-correct, and on
+                    PyTorch's fast CPU path, which packed rows of unequal lengths leave
+                    (about 10x slower on IMDB's batches).
   torch-bf16        `torch` with its forward pass under `torch.autocast(bfloat16)`.
   torch-default     `torch` with PyTorch's default settings, as a user's script runs it.
   lstm_jax-pallas   ours, engine "pallas": the fused engine's loops as Pallas GPU kernels
@@ -59,6 +63,9 @@ Implementations (`IMPLS`), all of the same model (parameter counts are in the ta
                     own LSTM weights (not checked).
 torch's and cuDNN's LSTMs carry two bias vectors per layer, so they hold 8H more parameters
 per direction than the Keras-layout models (ours go in `bias_ih`, zeros in `bias_hh`).
+
+With `torch` among the implementations, the IMDB epochs run again in PyTorch on the same
+batches of the same token ids (`--imdb-torch`: its layouts, "reversed" by default).
 
 Two comparisons (`comparisons`), at equal precision only: the whole machine (`lstm_jax`,
 `lstm_jax-bf16`) and library use (`lstm_jax-lib`, `lstm_jax-lib-bf16`), each against the
@@ -141,6 +148,7 @@ IMPLS = (
     "keras-tf",
     "torch",
     "torch-nopack",
+    "torch-reversed",
     "torch-bf16",
     "torch-default",
     "lstm_jax-pallas",
@@ -716,7 +724,7 @@ class TorchRunner(Runner):
     (`torch.set_flush_denormal(True)`: this Intel CPU handles them in microcode, and a
     last-state classifier's backward pass decays into them) and one thread per available
     core; otherwise PyTorch's defaults. `autocast`: the forward pass under bfloat16
-    autocast, the loss in float32. `pack`: the classifiers read packed sequences."""
+    autocast, the loss in float32. `layout`: the classifiers' (`_torch_model`)."""
 
     def __init__(
         self,
@@ -724,7 +732,7 @@ class TorchRunner(Runner):
         data: dict[str, np.ndarray],
         weights: dict[str, Any],
         *,
-        pack: bool = True,
+        layout: str = "packed",
         best: bool = True,
         autocast: bool = False,
     ):
@@ -732,60 +740,18 @@ class TorchRunner(Runner):
             import torch
         except ImportError as e:
             raise Skip(f"torch not installed ({e}); pip install -e '.[bench]'") from e
-        from torch import nn
-        from torch.nn.utils.rnn import pack_padded_sequence
-
         spec = WORKLOADS[workload]
         charlm = spec["kind"] == "charlm"
-        if charlm and not pack:
+        if charlm and layout != "packed":
             raise Skip("a char-LM window has no padding: the same as the torch row")
         self.torch = torch
-        if best:
-            torch.set_flush_denormal(True)
-            torch.set_num_threads(_cores())
-        self.settings = {
-            "flush_denormal": best,
-            "threads": torch.get_num_threads(),
-            "packed": pack and not charlm,
-            "autocast": "bfloat16" if autocast else None,
-        }
+        self.settings = _torch_settings(
+            torch, best, layout=None if charlm else layout, autocast=autocast
+        )
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.autocast = autocast
-        widths = spec["widths"]
-
-        class Classifier(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.embedding = nn.Embedding(spec["vocab"], spec["embed"])
-                features, lstms = spec["embed"], []
-                for width in widths:
-                    lstms.append(nn.LSTM(features, width, batch_first=True, bidirectional=True))
-                    features = 2 * width
-                self.lstms = nn.ModuleList(lstms)
-                self.dense = nn.Linear(features, spec["dense"])
-                self.logits = nn.Linear(spec["dense"], 1)
-
-            def forward(self, tokens, lengths_cpu):
-                x = self.embedding(tokens)
-                if pack:
-                    x = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
-                for lstm in self.lstms:
-                    x, (h_n, _) = lstm(x)
-                x = torch.cat([h_n[0], h_n[1]], dim=-1)  # forward last real step, backward first
-                return self.logits(torch.relu(self.dense(x)))[:, 0]
-
-        class LanguageModel(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.embedding = nn.Embedding(spec["vocab"], spec["embed"])
-                self.lstm = nn.LSTM(spec["embed"], widths[0], len(widths), batch_first=True)
-                self.head = nn.Linear(widths[0], spec["vocab"])
-
-            def forward(self, ids, _lengths):
-                return self.head(self.lstm(self.embedding(ids))[0])
-
-        self.model = (LanguageModel() if charlm else Classifier()).to(self.device)
-        _load_torch(self.model, weights, spec, torch)
+        self.model = _torch_model(torch, spec, layout=layout).to(self.device)
+        _load_torch(self.model, weights, spec, torch, layout)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
         if charlm:
             ids = torch.from_numpy(data["ids"]).long().to(self.device)
@@ -835,7 +801,86 @@ class TorchRunner(Runner):
         return out
 
 
-def _load_torch(model: Any, weights: dict[str, Any], spec: dict[str, Any], torch: Any) -> None:
+LAYOUTS = ("packed", "padded", "reversed")
+
+
+def _torch_model(torch: Any, spec: dict[str, Any], *, layout: str, dropout: float = 0.0) -> Any:
+    """The workload `spec` as a PyTorch module: `model(inputs, lengths_cpu)` gives the char
+    LM's `[B, T, V]` logits, or a classifier's `[B]` with its recurrent layers over
+    `layout`: "packed" (`pack_padded_sequence` into `nn.LSTM(bidirectional=True)`),
+    "padded" (the padded tensor as it is: right only for full-length rows) or "reversed"
+    (one `nn.LSTM` per direction on padded tensors, the backward one on each row's real
+    steps reversed in place, outputs read at each row's last real step: padding-correct
+    and on PyTorch's fast path, which packed rows of unequal lengths leave on a CPU).
+    `dropout`: the library's word and output dropout, in training mode."""
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    widths = spec["widths"]
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(spec["vocab"], spec["embed"])
+            features, lstms = spec["embed"], []
+            for width in widths:
+                if layout == "reversed":
+                    pair = [nn.LSTM(features, width, batch_first=True) for _ in range(2)]
+                    lstms.append(nn.ModuleList(pair))
+                else:
+                    lstms.append(nn.LSTM(features, width, batch_first=True, bidirectional=True))
+                features = 2 * width
+            self.lstms = nn.ModuleList(lstms)
+            self.dense = nn.Linear(features, spec["dense"])
+            self.logits = nn.Linear(spec["dense"], 1)
+
+        def forward(self, tokens, lengths_cpu):
+            x = self.embedding(tokens)
+            if dropout and self.training:  # whole token vectors, as the library's word dropout
+                keep = torch.empty((*x.shape[:2], 1), device=x.device).bernoulli_(1 - dropout)
+                x = x * keep / (1 - dropout)
+            if layout == "reversed":
+                x = self._reversed(x, lengths_cpu.to(x.device))
+            else:
+                if layout == "packed":
+                    x = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+                for lstm in self.lstms:
+                    x, (h_n, _) = lstm(x)
+                x = torch.cat([h_n[0], h_n[1]], dim=-1)  # forward last real step, backward first
+            x = nn.functional.dropout(x, dropout, self.training)
+            return self.logits(torch.relu(self.dense(x)))[:, 0]
+
+        def _reversed(self, x, lengths):
+            steps = torch.arange(x.shape[1], device=x.device)[None]
+            mirror = lengths[:, None] - 1 - steps  # row b's step t <-> its step len_b - 1 - t
+            index = torch.where(mirror >= 0, mirror, steps)  # padding stays where it is
+
+            def flip(y):
+                return torch.gather(y, 1, index[..., None].expand(-1, -1, y.shape[-1]))
+
+            rows, last = torch.arange(x.shape[0], device=x.device), (lengths - 1).clamp(min=0)
+            for depth, (forward, backward) in enumerate(self.lstms):
+                ahead, behind = forward(x)[0], backward(flip(x))[0]
+                if depth == len(self.lstms) - 1:
+                    return torch.cat([ahead[rows, last], behind[rows, last]], dim=-1)
+                x = torch.cat([ahead, flip(behind)], dim=-1)
+
+    class LanguageModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(spec["vocab"], spec["embed"])
+            self.lstm = nn.LSTM(spec["embed"], widths[0], len(widths), batch_first=True)
+            self.head = nn.Linear(widths[0], spec["vocab"])
+
+        def forward(self, ids, _lengths):
+            return self.head(self.lstm(self.embedding(ids))[0])
+
+    return LanguageModel() if spec["kind"] == "charlm" else Classifier()
+
+
+def _load_torch(
+    model: Any, weights: dict[str, Any], spec: dict[str, Any], torch: Any, layout: str
+) -> None:
     """Copy the shared weights into a `TorchRunner` model: `nn.LSTM` keeps `(4H, in)`
     matrices (ours transposed, gates i, f, g, o as ours) and two biases per layer (ours in
     `bias_ih`, zeros in `bias_hh`); `nn.Linear` keeps `(out, in)`."""
@@ -849,8 +894,12 @@ def _load_torch(model: Any, weights: dict[str, Any], spec: dict[str, Any], torch
         cells = {}
         for d in range(len(spec["widths"])):
             layer = weights[f"bidirectional_{d}"]
-            cells[f"lstms.{d}.{{}}_l0"] = layer["forward"]
-            cells[f"lstms.{d}.{{}}_l0_reverse"] = layer["backward"]
+            if layout == "reversed":  # one nn.LSTM per direction
+                cells[f"lstms.{d}.0.{{}}_l0"] = layer["forward"]
+                cells[f"lstms.{d}.1.{{}}_l0"] = layer["backward"]
+            else:
+                cells[f"lstms.{d}.{{}}_l0"] = layer["forward"]
+                cells[f"lstms.{d}.{{}}_l0_reverse"] = layer["backward"]
         dense = {"dense": weights["dense"], "logits": weights["logits"]}
     for name, cell in cells.items():
         tensors[name.format("weight_ih")] = cell["kernel"].T
@@ -862,6 +911,22 @@ def _load_torch(model: Any, weights: dict[str, Any], spec: dict[str, Any], torch
         tensors[f"{name}.bias"] = layer["bias"]
     state = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in tensors.items()}
     model.load_state_dict(state, strict=True)
+
+
+def _torch_settings(
+    torch: Any, best: bool, *, layout: str | None, autocast: bool
+) -> dict[str, Any]:
+    """PyTorch at its best (`best`: denormals flushed to zero, a thread per core) or at its
+    defaults; returns what it runs with, for the JSON."""
+    if best:
+        torch.set_flush_denormal(True)
+        torch.set_num_threads(_cores())
+    return {
+        "flush_denormal": best,
+        "threads": torch.get_num_threads(),
+        "layout": layout,
+        "autocast": "bfloat16" if autocast else None,
+    }
 
 
 def _cores() -> int:
@@ -882,7 +947,8 @@ BUILDERS: dict[str, Callable[..., Runner]] = {
     "keras-jax-nomask": lambda w, d, p: _keras(w, d, p, mask=False),
     "keras-tf": KerasTFRunner,
     "torch": lambda w, d, p: TorchRunner(w, d, p),
-    "torch-nopack": lambda w, d, p: TorchRunner(w, d, p, pack=False),
+    "torch-nopack": lambda w, d, p: TorchRunner(w, d, p, layout="padded"),
+    "torch-reversed": lambda w, d, p: TorchRunner(w, d, p, layout="reversed"),
     "torch-bf16": lambda w, d, p: TorchRunner(w, d, p, autocast=True),
     "torch-default": lambda w, d, p: TorchRunner(w, d, p, best=False),
     "jax-cudnn": _jax_cudnn,
@@ -1004,12 +1070,20 @@ def _serve_peak() -> None:
     send(out)
 
 
-def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_dtype: str) -> None:
+def _serve_imdb(
+    archive: str | None,
+    examples: int | None,
+    epochs: int,
+    matmul_dtype: str,
+    dump: str | None = None,
+) -> None:
     """Time `epochs` epochs of the main job's single BiLSTM (config `imdb_bilstm`, with
     `matmul_dtype` matmul inputs) over all 25,000 training reviews (the validation slice
     included), whole reviews, after a warm-up of one step per padded shape. The first
     epoch still meets each shape's first steps after compilation; the later ones are
-    what every epoch of a run after the first costs."""
+    what every epoch of a run after the first costs. `dump`: also write every epoch's
+    batches there, with the config's dropout, clipping and learning rate, for a peer to
+    train on the same ones (`_serve_imdb_torch`)."""
     send = _worker_channel()
     import jax
 
@@ -1033,6 +1107,16 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_d
     task.splits["train"] = every
     plan = [task.batches("train", e) for e in range(epochs)]
     batches = plan[0]
+    if dump:
+        arrays = {
+            f"{e}/{i}/{field}": getattr(batch, field)
+            for e, epoch in enumerate(plan)
+            for i, batch in enumerate(epoch)
+            for field in batch._fields
+        }
+        c = task.config
+        setup = dict(dropout=c.dropout, clip_norm=c.clip_norm, learning_rate=c.learning_rate)
+        np.savez(dump, **arrays, **{k: np.asarray(v) for k, v in setup.items()})
     trainer = Trainer(task, len(batches))
     state = trainer.init_state()
     counter = _CompileCounter()
@@ -1069,6 +1153,85 @@ def _serve_imdb(archive: str | None, examples: int | None, epochs: int, matmul_d
         "reviews_per_s": reviews / epochs_s[-1],
         "recompiles": counter.count - compiles,
         "jit_cache_size": trainer.jitted_train_step._cache_size(),
+        "rss_mb": _max_rss_mb(),
+    })  # fmt: skip
+
+
+def _serve_imdb_torch(batches_file: str, matmul_dtype: str, layout: str) -> None:
+    """The IMDB epochs of `_serve_imdb`, the same batches of the same token ids (read from
+    its dump), through the bilstm in PyTorch at its best: `layout` (`_torch_model`), the
+    config's word and output dropout, gradient-norm clipping and Adam at its learning rate
+    (the cosine decay left out), bfloat16 autocast where `matmul_dtype` says so. Filler
+    rows (weight 0) are dropped; a review with no tokens keeps one padding token."""
+    send = _worker_channel()
+    try:
+        import torch
+    except ImportError as e:
+        send(
+            {"status": "skipped", "reason": f"torch not installed ({e}); pip install -e '.[bench]'"}
+        )
+        return
+    autocast = matmul_dtype == "bfloat16"
+    settings = _torch_settings(torch, True, layout=layout, autocast=autocast)
+    with np.load(batches_file) as saved:
+        setup = {k: float(saved[k]) for k in ("dropout", "clip_norm", "learning_rate")}
+        fields = {}
+        for key in saved.files:
+            if key.count("/") == 2:
+                epoch, index, field = key.split("/")
+                fields.setdefault((int(epoch), int(index)), {})[field] = saved[key]
+    plan: list[list[tuple[Any, Any, Any]]] = []
+    for epoch, index in sorted(fields):
+        batch = fields[epoch, index]
+        real = batch["weights"] > 0
+        lengths = np.maximum(batch["lengths"][real], 1)
+        tokens = batch["tokens"][real][:, : int(lengths.max())]
+        if index == 0:
+            plan.append([])
+        plan[epoch].append((
+            torch.from_numpy(tokens.astype(np.int64)),
+            torch.from_numpy(lengths.astype(np.int64)),
+            torch.from_numpy(batch["labels"][real].astype(np.float32)),
+        ))  # fmt: skip
+    model = _torch_model(torch, WORKLOADS["bilstm"], layout=layout, dropout=setup["dropout"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=setup["learning_rate"])
+
+    def step(tokens, lengths, labels):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+            logits = model(tokens, lengths)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        loss.backward()
+        if setup["clip_norm"]:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), setup["clip_norm"])
+        optimizer.step()
+        return loss
+
+    start = time.perf_counter()
+    shapes = {}
+    for batch in plan[0]:
+        shapes.setdefault(tuple(batch[0].shape), batch)
+    for batch in shapes.values():  # as ours: one step per padded shape first
+        step(*batch)
+    warmup_s = time.perf_counter() - start
+    epochs_s = []
+    for epoch in plan:
+        start = time.perf_counter()
+        for batch in epoch:
+            loss = step(*batch)
+        float(loss)
+        epochs_s.append(time.perf_counter() - start)
+    reviews = sum(len(batch[2]) for batch in plan[-1])
+    send({
+        "status": "ok",
+        "layout": layout,
+        "settings": settings,
+        "examples": reviews,
+        "batches": len(plan[-1]),
+        "warmup_s": warmup_s,
+        "epochs_s": epochs_s,
+        "epoch_s": epochs_s[-1],
+        "reviews_per_s": reviews / epochs_s[-1],
         "rss_mb": _max_rss_mb(),
     })  # fmt: skip
 
@@ -1419,6 +1582,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--imdb-matmul-dtype", default="float32", choices=MATMUL_DTYPES,
         help="the IMDB epochs' matmul inputs (float32: the main job's config as it is)",
     )  # fmt: skip
+    parser.add_argument(
+        "--imdb-torch", type=_csv(str, LAYOUTS), default=["reversed"],
+        help="with torch in --impls: the same IMDB epochs in PyTorch with these layouts "
+        "(packed: rows of unequal lengths leave PyTorch's fast CPU path, about 10x slower)",
+    )  # fmt: skip
     parser.add_argument("--no-imdb", action="store_true", help="skip the IMDB epochs")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/...)")
     parser.add_argument("--quick", action="store_true", help="smoke run: T=32, 1 round, 2 steps")
@@ -1493,7 +1661,20 @@ def run_benchmark(
             args += ["--examples", str(options.imdb_examples)]
         args += ["--epochs", str(options.imdb_epochs)]
         args += ["--matmul-dtype", options.imdb_matmul_dtype]
-        results["imdb"] = _single(args, options.malloc)
+        with tempfile.TemporaryDirectory() as folder:
+            batches = str(Path(folder) / "batches.npz")
+            layouts = options.imdb_torch if "torch" in impls else []
+            dump = ["--dump", batches] if layouts else []
+            results["imdb"] = ours = _single([*args, *dump], options.malloc)
+            results["imdb_torch"] = []
+            for layout in layouts if ours.get("status") == "ok" else []:
+                log(f"the same IMDB epochs in PyTorch, {layout} ...")
+                peer = ["imdb-torch", "--batches", batches, "--layout", layout]
+                peer += ["--matmul-dtype", options.imdb_matmul_dtype]
+                theirs = _single(peer, options.malloc)
+                if theirs.get("status") == "ok":
+                    theirs["ours_vs_torch"] = ours["reviews_per_s"] / theirs["reviews_per_s"]
+                results["imdb_torch"].append(theirs)
     results["seconds"] = time.perf_counter() - started
     return results
 
@@ -1605,12 +1786,28 @@ def format_table(results: dict[str, Any]) -> str:
             f"warm-up {imdb['warmup_s']:.1f} s over {len(imdb['shapes'])} shapes, "
             f"{imdb['recompiles']} recompiles in the timed epochs"
         )
+        for peer in results.get("imdb_torch", []):
+            if peer.get("status") != "ok":
+                lines.append(f"IMDB epoch in PyTorch: {peer.get('status')}: {_why(peer)}")
+                continue
+            epochs = ", ".join(f"{e:.1f}" for e in peer["epochs_s"])
+            settings = peer["settings"]
+            lines.append(
+                f"The same batches in PyTorch ({settings['layout']}, {settings['threads']} "
+                f"threads, flush-denormal, autocast {settings['autocast']}): {epochs} s, "
+                f"{peer['reviews_per_s']:,.0f} reviews/s (the last); ours "
+                f"{peer['ours_vs_torch']:.2f}x its rate"
+            )
     else:
         lines.append(
             f"IMDB epoch: {imdb.get('status')}: "
             f"{imdb.get('reason') or (imdb.get('error') or '').splitlines()[0]}"
         )
     return "\n".join(lines)
+
+
+def _why(row: dict[str, Any]) -> str:
+    return row.get("reason") or (row.get("error") or "").splitlines()[0]
 
 
 def default_out(results: dict[str, Any]) -> Path:
@@ -1658,7 +1855,7 @@ def _tune_malloc() -> None:
 
 def _worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks/harness.py --worker")
-    parser.add_argument("role", choices=["cell", "peak", "imdb"])
+    parser.add_argument("role", choices=["cell", "peak", "imdb", "imdb-torch"])
     parser.add_argument("--impl", choices=list(BUILDERS))
     parser.add_argument("--workload", choices=list(WORKLOADS))
     parser.add_argument("--batch", type=int)
@@ -1667,6 +1864,9 @@ def _worker_main(argv: Sequence[str]) -> None:
     parser.add_argument("--weights", help="the shared weights (.npz of reference.flatten)")
     parser.add_argument("--archive")
     parser.add_argument("--examples", type=int)
+    parser.add_argument("--dump", help="imdb: also save the epochs' batches here (.npz)")
+    parser.add_argument("--batches", help="imdb-torch: the batches imdb saved")
+    parser.add_argument("--layout", choices=LAYOUTS, default="reversed")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--matmul-dtype", choices=MATMUL_DTYPES, default="float32")
     parser.add_argument("--malloc", choices=MALLOC, default="tuned")
@@ -1681,8 +1881,10 @@ def _worker_main(argv: Sequence[str]) -> None:
         _serve_cell(args.impl, args.workload, args.batch, args.length, args.seed, args.weights)
     elif args.role == "peak":
         _serve_peak()
+    elif args.role == "imdb":
+        _serve_imdb(args.archive, args.examples, args.epochs, args.matmul_dtype, args.dump)
     else:
-        _serve_imdb(args.archive, args.examples, args.epochs, args.matmul_dtype)
+        _serve_imdb_torch(args.batches, args.matmul_dtype, args.layout)
 
 
 if __name__ == "__main__":

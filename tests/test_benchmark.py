@@ -172,17 +172,28 @@ def test_quick_run_reports_table_and_json(tmp_path, capsys):
 @pytest.mark.slow
 def test_imdb_epochs_on_a_small_archive(tiny_imdb, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", "lstm_jax"]
+    argv = ["--quick", "--workloads", "bilstm", "--batch", "2", "--impls", "lstm_jax,torch"]
     archive = ["--imdb-archive", str(tiny_imdb), "--imdb-epochs", "2"]
-    assert benchmark.main([*argv, *archive, "--out", str(out)]) == 0
-    imdb = json.loads(out.read_text())["imdb"]
+    peers = ["--imdb-torch", "reversed,packed"]
+    assert benchmark.main([*argv, *archive, *peers, "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    imdb = results["imdb"]
     assert imdb["status"] == "ok", imdb
     reviews = len(list(tiny_imdb.glob("aclImdb/train/*/*.txt")))
     assert imdb["examples"] == reviews  # the whole training split, validation slice included
     assert len(imdb["epochs_s"]) == 2 and imdb["epoch_s"] == imdb["epochs_s"][1] > 0
     assert imdb["recompiles"] == 0 and 0.0 <= imdb["padding_fraction"] < 1.0
     assert imdb["matmul_dtype"] == "float32"  # the main job's config as it is
-    assert "IMDB epoch (bilstm, main job config)" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "IMDB epoch (bilstm, main job config)" in table
+    torch_installed = results["cells"][1]["status"] != "skipped"
+    if torch_installed:  # the same reviews in PyTorch, in both layouts
+        reversed_, packed = results["imdb_torch"]
+        for peer, layout in ((reversed_, "reversed"), (packed, "packed")):
+            assert peer["status"] == "ok" and peer["settings"]["layout"] == layout, peer
+            assert peer["examples"] == reviews and len(peer["epochs_s"]) == 2
+            assert peer["ours_vs_torch"] == imdb["reviews_per_s"] / peer["reviews_per_s"]
+        assert "The same batches in PyTorch (reversed, " in table
 
 
 @pytest.mark.slow
@@ -223,3 +234,27 @@ def test_the_library_is_imported_only_by_its_workers():
 def test_imdb_epochs_must_be_positive():
     with pytest.raises(ValueError, match="--imdb-epochs must be at least 1"):
         benchmark.main(["--quick", "--imdb-epochs", "0", "--no-imdb"])
+
+
+@pytest.mark.parametrize("workload", ["bilstm", "stacked"])
+def test_torch_layouts_agree_on_rows_of_unequal_lengths(workload):
+    """The reference check runs full-length rows; here the padding-correct PyTorch layouts
+    (packed, and each row's real steps reversed in place) agree where rows differ."""
+    torch = pytest.importorskip("torch")
+    spec = benchmark.WORKLOADS[workload]
+    weights = reference.make_weights(spec)
+    data = benchmark.random_batch(5, 9, 2, workload)
+    lengths = np.array([9, 1, 4, 7, 2])
+    tokens = np.where(np.arange(9) < lengths[:, None], data["tokens"], 0)
+    logits = {}
+    for layout in ("packed", "reversed", "padded"):
+        model = benchmark._torch_model(torch, spec, layout=layout)
+        benchmark._load_torch(model, weights, spec, torch, layout)
+        with torch.no_grad():
+            out = model(torch.from_numpy(tokens).long(), torch.from_numpy(lengths).long())
+        logits[layout] = out.numpy()
+    np.testing.assert_allclose(logits["reversed"], logits["packed"], atol=1e-5)
+    assert np.abs(logits["padded"] - logits["packed"]).max() > 1e-3  # padding read as input
+    full = {**data, "lengths": np.full(5, 9)}
+    expected, _ = reference.forward(weights, "classifier", full)
+    np.testing.assert_allclose(logits["packed"][0], expected[0], atol=1e-5)  # the full row
