@@ -1503,17 +1503,25 @@ def _version(package: str) -> str | None:
         return None
 
 
+# The CPU features that decide the matmuls' speed (of /proc/cpuinfo's flags).
+CPU_FLAGS = ("fma", "avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or None
+    cpu, flags = None, None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu is None:
+                cpu = value.strip()
+            elif key.strip() == "flags" and flags is None:
+                flags = [f for f in CPU_FLAGS if f in value.split()]
     except OSError:
         pass
+    cpu = cpu or platform.processor() or None
     return {
         "cpu": cpu,
+        "cpu_flags": flags,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),
@@ -1730,7 +1738,8 @@ def format_table(results: dict[str, Any]) -> str:
     """The results as Markdown: machine, peak, one row per (workload, T, impl), IMDB."""
     machine, peak = results["machine"], results.get("peak", {})
     lines = [
-        f"**{results['date']}** · {machine['cpu']} · {machine['cpu_count']} CPUs · "
+        f"**{results['date']}** · {machine['cpu']} "
+        f"({' '.join(machine.get('cpu_flags') or [])}) · {machine['cpu_count']} CPUs · "
         f"{peak.get('jax_backend', '?')} / {peak.get('device_kind', '?')} · "
         + " ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
         "",
