@@ -425,6 +425,8 @@ def _lstm_jax(
                 f"engine 'pallas' runs its kernels on a GPU only; on {jax.default_backend()} "
                 "it is the fused engine, timed as lstm_jax"
             )
+        if not pallas_lstm.triton_supported():
+            raise Skip(f"jax {jax.__version__} deprecates Pallas' Triton backend: fused engine")
     spec = WORKLOADS[workload]
     batch_size = len(next(iter(data.values())))
     common = dict(

@@ -25,8 +25,10 @@ Shapes the kernels need: H a power of two, at least 16 (the gates' matmuls are T
 `BLOCK_B` (padded rows are masked out); any time length. `recurrence` takes these
 kernels only for `engine="pallas"` on a GPU backend; elsewhere that engine is the `fused`
 loop. Triton, because it runs on Ampere and newer GPUs and lowers completely in the jax
-versions this package supports; `docs/engines.md` says what has been checked without a
-GPU, and the Mosaic GPU route.
+versions this package supports; JAX deprecates Pallas' Triton backend from jax 0.11, so
+from that version on the engine runs the fused loop (`triton_supported`) until the kernels
+are ported; `docs/engines.md` says what has been checked without a GPU, and the Mosaic GPU
+route.
 """
 
 from __future__ import annotations
@@ -37,20 +39,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pltriton
 
 Array = jax.Array
 Params = dict[str, Array]
 
 BLOCK_B = 16  # sequences per program: the smallest M of a Triton dot
+TRITON_LAST_JAX = (0, 10)  # the last jax minor before Pallas' Triton backend's deprecation
 GATES = 4  # i, f, g, o, in this order along the kernels' 4H axis
 
 
-def _compiler(hidden: int) -> pltriton.CompilerParams:
+def _compiler(hidden: int) -> Any:
     """Triton's launch settings for a layer of `hidden` units. Unmeasured (no GPU yet): the
     warps are chosen so that `U` (4 H^2 floats, held for the whole loop) takes about 64 of
     each thread's registers, 8 warps at H = 64; no software pipelining of the time loop."""
     warps = min(16, max(4, 4 * hidden * hidden // (32 * 64)))
+    from jax.experimental.pallas import triton as pltriton  # imported where it is used
+
     return pltriton.CompilerParams(num_warps=warps, num_stages=1)
 
 
@@ -58,6 +62,15 @@ def supported(hidden: int, dtype: Any = jnp.float32) -> bool:
     """Whether the kernels take a layer of `hidden` units (a power of two, at least 16) on
     inputs of `dtype` (float32)."""
     return hidden >= 16 and hidden & (hidden - 1) == 0 and jnp.dtype(dtype) == jnp.float32
+
+
+def triton_supported(version: str | None = None) -> bool:
+    """Whether this jax (or `version`) still has Pallas' Triton backend undeprecated (up to
+    `TRITON_LAST_JAX`): where not, engine "pallas" runs the fused loop instead."""
+    release = (version or jax.__version__).split(".")[:2]
+    return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in release) <= (
+        TRITON_LAST_JAX
+    )
 
 
 def on_gpu() -> bool:

@@ -94,12 +94,14 @@ def _use_fused(
 
 def _kernel(engine: str, hidden: int, dtype: Any) -> str:
     """What runs a fused layer's loops (`fused.KERNELS`): the Pallas kernels for engine
-    "pallas" on a GPU where they take the layer, the `lax` loops otherwise."""
+    "pallas" on a GPU where they take the layer and this jax still has Pallas' Triton
+    backend, the `lax` loops otherwise."""
     if check_engine(engine) != "pallas":
         return "loop"
     from lstm_jax import pallas_lstm
 
-    return "pallas" if pallas_lstm.on_gpu() and pallas_lstm.supported(hidden, dtype) else "loop"
+    kernels = pallas_lstm.on_gpu() and pallas_lstm.triton_supported()
+    return "pallas" if kernels and pallas_lstm.supported(hidden, dtype) else "loop"
 
 
 def time_major(x: Array) -> Array:

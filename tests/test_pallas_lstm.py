@@ -124,6 +124,18 @@ def test_pallas_engine_matches_the_fused_engine(layer, monkeypatch):
     _assert_trees_close(loss("pallas")(params, xs), loss("fused")(params, xs), 1e-5)
 
 
+def test_triton_kernels_only_up_to_the_jax_that_deprecates_their_backend(monkeypatch):
+    assert pallas_lstm.triton_supported("0.10.2") and pallas_lstm.triton_supported("0.7.0")
+    assert not pallas_lstm.triton_supported("0.11.0")
+    assert not pallas_lstm.triton_supported("0.11.0rc1") and not pallas_lstm.triton_supported("1.0")
+    monkeypatch.setattr(pallas_lstm, "on_gpu", lambda: True)  # as on a GPU
+    assert recurrence._kernel("pallas", 64, jnp.float32) == (
+        "pallas" if pallas_lstm.triton_supported() else "loop"
+    )
+    monkeypatch.setattr(pallas_lstm, "triton_supported", lambda: False)  # a jax from 0.11
+    assert recurrence._kernel("pallas", 64, jnp.float32) == "loop"
+
+
 @pytest.mark.skipif(pallas_lstm.on_gpu(), reason="on a GPU the engine runs the kernels")
 def test_pallas_engine_falls_back_to_the_fused_loop_off_a_gpu():
     assert not pallas_lstm.on_gpu()
