@@ -182,6 +182,15 @@ def _check_max_len(tiny_imdb, tmp_path):
         assert max(b.tokens.shape[1] for b in task.batches(split)) == 8
 
 
+def _check_train_max_len(tiny_imdb, tmp_path):
+    task = _prepared(CONFIG.replace(train_max_len=8), tiny_imdb, tmp_path)
+    longest = {s: max(b.tokens.shape[1] for b in task.batches(s)) for s in ("train", "val", "test")}
+    assert longest["train"] == 8 and longest["val"] > 8 and longest["test"] > 8
+    assert task.num_batches("train") == len(task.batches("train"))
+    both = _prepared(CONFIG.replace(train_max_len=8, max_len=5), tiny_imdb, tmp_path / "both")
+    assert max(b.tokens.shape[1] for b in both.batches("train")) == 5
+
+
 def _check_max_train_examples(tiny_imdb, tmp_path):
     task = _prepared(CONFIG.replace(max_train_examples=20), tiny_imdb, tmp_path)
     labels = task.splits["train"].labels
@@ -280,6 +289,7 @@ CHECKS = {
     "val_fraction": _check_val_fraction,
     "max_len": _check_max_len,
     "max_train_examples": _check_max_train_examples,
+    "train_max_len": _check_train_max_len,
 }
 
 

@@ -48,6 +48,9 @@ class SentimentConfig(TrainConfig):
     max_train_examples: int | None = option(
         None, "train on a seeded sample of N reviews (none: all), for quick runs", low=1
     )
+    train_max_len: int | None = option(
+        None, "train on the first N subwords of a review; validation and test read max_len", low=1
+    )
 
 
 @dataclasses.dataclass
@@ -148,7 +151,7 @@ class SentimentTask(Task):
                 shuffle=split == "train",
                 seed=self.config.seed,
                 epoch=epoch,
-                max_len=self.config.max_len,
+                max_len=self._max_len(split),
             )
         )
 
@@ -156,8 +159,15 @@ class SentimentTask(Task):
         return data_lib.num_batches(
             self.splits[split].tokens,
             batch_size=self.config.batch_size,
-            max_len=self.config.max_len,
+            max_len=self._max_len(split),
         )
+
+    def _max_len(self, split: str) -> int | None:
+        """Where `split`'s reviews are cut: `train_max_len` shortens only the training
+        reviews (cheaper epochs), so selection and the test score read whole reviews."""
+        cut = self.config.train_max_len if split == "train" else None
+        limits = [n for n in (self.config.max_len, cut) if n is not None]
+        return min(limits) if limits else None
 
     def epoch_extras(self, batches: list[data_lib.Batch]) -> dict[str, float]:
         return {"padding_fraction": data_lib.padding_fraction(batches)}
