@@ -4,7 +4,9 @@ Command:
     lstm-jax train --config imdb_bilstm --workdir runs/imdb_bilstm \
         --data ../shared/data/aclImdb_labeled.tar.gz
 Result (2-core CPU VM, data-parallel over 2 CPU devices, the default of `lstm-jax`):
-test accuracy 88.58%, test loss 0.280, best validation epoch 5 of 5.
+test accuracy 88.60%, test loss 0.281, best validation epoch 8 of 8; seeds 1 and 2:
+88.79% and 88.51%. Dropout 0.5 and 8 epochs (issue 24; docs/imdb.md) replaced 0.4 and 5,
+which gave 88.58%, 88.62% and 88.16%.
 """
 
 from lstm_jax.tasks.sentiment import SentimentConfig
@@ -14,8 +16,8 @@ def get_config() -> SentimentConfig:
     return SentimentConfig(
         model="bilstm",
         normalize_text=True,
-        dropout=0.4,
+        dropout=0.5,
         learning_rate=2e-3,
         schedule="cosine",
-        epochs=5,
+        epochs=8,
     )
