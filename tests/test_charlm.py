@@ -216,6 +216,20 @@ def test_a_run_saved_on_two_devices_samples_in_a_one_device_process(tiny_run):
     assert done.stdout == " sat.\n\n"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("onednn", [True, False])
+def test_the_generation_benchmark_gives_pytorch_the_same_weights(tiny_run, onednn):
+    pytest.importorskip("torch")
+    from benchmarks import charlm_generate
+
+    sampler = Sampler.from_run(tiny_run[0])
+    theirs = charlm_generate.torch_generator(sampler, "the c", 30, onednn)
+    ours = sampler.generate("the c", 30, temperature=0)
+    assert theirs(1, 0, temperature=0) == ours and ours[0].startswith("at sat.")
+    drawn = theirs(3, 5, temperature=1.5)
+    assert len(drawn) == 3 and all(len(text) == 30 for text in drawn)
+
+
 def test_sampling_errors_are_clear(tiny_run):
     sampler = Sampler.from_run(tiny_run[0])
     with pytest.raises(DataError, match="prompt is empty"):
