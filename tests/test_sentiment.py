@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lstm_jax import train
@@ -13,6 +14,7 @@ from lstm_jax.tasks.sentiment import Predictor, SentimentConfig, SentimentTask
 from lstm_jax.tasks.sentiment import data as data_lib
 from lstm_jax.tasks.sentiment.task import Encoded
 from lstm_jax.train import TrainConfig
+from lstm_jax.train.config import ConfigError
 
 CONFIG = SentimentConfig(
     vocab_size=300, batch_size=16, epochs=2, val_fraction=0.25, learning_rate=1e-2
@@ -171,6 +173,22 @@ def _check_dropout(tiny_imdb, tmp_path):
         assert (runs[0] != runs[1]) == varies
 
 
+def _check_label_smoothing(tiny_imdb, tmp_path):
+    tokens, lengths = jnp.arange(12, dtype=jnp.int32).reshape(2, 6), jnp.array([6, 3])
+    batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
+    loss = {}
+    for smoothing in (0.0, 0.2):
+        task = SentimentTask(CONFIG.replace(label_smoothing=smoothing))
+        params = task.init_params(jax.random.key(0))
+        for train_ in (True, False):
+            metrics = task.metrics(params, batch, train=train_, rng=jax.random.key(1))
+            loss[smoothing, train_] = metrics["loss"]
+    logits = task.model.apply({"params": params}, tokens, lengths)
+    smoothed = optax.sigmoid_binary_cross_entropy(logits, jnp.array([0.1, 0.9])).sum()
+    np.testing.assert_allclose(loss[0.2, True], smoothed, rtol=1e-6)
+    assert loss[0.2, True] != loss[0.0, True] and loss[0.2, False] == loss[0.0, False]
+
+
 def _check_val_fraction(tiny_imdb, tmp_path):
     task = _prepared(CONFIG.replace(val_fraction=0.5), tiny_imdb, tmp_path)
     assert len(task.splits["val"].labels) == len(task.splits["train"].labels) == 48
@@ -218,6 +236,19 @@ def _check_schedule(tiny_imdb, tmp_path):
     cosine = _first_updates(config.replace(schedule="cosine"), jnp.ones(3), steps=3)
     constant = _first_updates(config, jnp.ones(3), steps=3)
     assert cosine[2][0] == 0.0 and constant[2][0] < 0.0
+
+
+def _check_warmup_epochs(tiny_imdb, tmp_path):
+    config = CONFIG.replace(epochs=4, warmup_epochs=2, clip_norm=0.0, learning_rate=1e-2)
+    for schedule in ("constant", "cosine"):  # 0, half the rate, then the schedule
+        first = _first_updates(config.replace(schedule=schedule), jnp.ones(3), steps=4)
+        np.testing.assert_allclose([-u[0] for u in first[:3]], [0.0, 5e-3, 1e-2], rtol=1e-4)
+        if schedule == "constant":
+            np.testing.assert_allclose(first[3], first[2], rtol=1e-4)
+        else:
+            assert -first[3][0] < 0.9e-2
+    with pytest.raises(ConfigError, match=r"warmup_epochs \(4.0\) must be below epochs \(4\)"):
+        CONFIG.replace(epochs=4, warmup_epochs=4)
 
 
 def _check_clip_norm(tiny_imdb, tmp_path):
@@ -277,6 +308,7 @@ CHECKS = {
     "batch_size": _check_batch_size,
     "learning_rate": _check_learning_rate,
     "schedule": _check_schedule,
+    "warmup_epochs": _check_warmup_epochs,
     "clip_norm": _check_clip_norm,
     "ema_decay": _check_ema_decay,
     "weight_decay": _check_weight_decay,
@@ -286,6 +318,7 @@ CHECKS = {
     "vocab_size": _check_vocab_size,
     "normalize_text": _check_normalize_text,
     "dropout": _check_dropout,
+    "label_smoothing": _check_label_smoothing,
     "val_fraction": _check_val_fraction,
     "max_len": _check_max_len,
     "max_train_examples": _check_max_train_examples,

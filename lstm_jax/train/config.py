@@ -65,6 +65,9 @@ class TrainConfig:
     schedule: str = option(
         "constant", "learning-rate schedule (cosine: to 0 over the run)", choices=SCHEDULES
     )
+    warmup_epochs: float = option(
+        0.0, "epochs of linear warm-up from 0 to the learning rate, then the schedule", low=0
+    )
     clip_norm: float = option(1.0, "global gradient-norm clip (0: none)", low=0)
     weight_decay: float = option(
         0.0, "decoupled weight decay (AdamW) on the weight matrices (0: plain Adam)", low=0
@@ -88,6 +91,11 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             value = _check_value(field, hints[field.name], getattr(self, field.name))
             object.__setattr__(self, field.name, value)
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs}): "
+                "the warm-up is part of the run"
+            )
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes`; an unknown name raises instead of passing silently."""

@@ -37,11 +37,18 @@ class TrainState(struct.PyTreeNode):
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """The one place the optimizer is built: optional global-norm clip, then Adam with the
-    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps);
-    with `weight_decay`, AdamW's decoupled decay on the matrices (biases are not decayed)."""
-    rate = config.learning_rate
-    if config.schedule == "cosine":
-        rate = optax.cosine_decay_schedule(rate, config.epochs * steps_per_epoch)
+    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps),
+    after `warmup_epochs` of a linear rise from 0; with `weight_decay`, AdamW's decoupled
+    decay on the matrices (biases are not decayed)."""
+    peak, total = config.learning_rate, config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    rate: Any = peak
+    if config.schedule == "cosine" and warmup:
+        rate = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
+    elif config.schedule == "cosine":
+        rate = optax.cosine_decay_schedule(peak, total)
+    elif warmup:
+        rate = optax.linear_schedule(0.0, peak, warmup)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
     if not config.weight_decay:
         return optax.chain(*parts, optax.adam(rate))

@@ -40,6 +40,10 @@ class SentimentConfig(TrainConfig):
         False, "learn and read the vocabulary on lower-cased text, <br /> as spaces"
     )
     dropout: float = option(0.0, "word and output dropout rate", low=0.0, high=1.0, open_high=True)
+    label_smoothing: float = option(
+        0.0, "train towards s/2 and 1 - s/2 instead of 0 and 1 (reported losses stay plain)",
+        low=0.0, high=1.0, open_high=True,
+    )  # fmt: skip
     val_fraction: float = option(
         0.1, "share of the training split held out for validation",
         low=0.0, high=1.0, open_low=True, open_high=True,
@@ -124,12 +128,15 @@ class SentimentTask(Task):
     def metrics(
         self, params: Any, batch: data_lib.Batch, *, train: bool, rng: jax.Array | None
     ) -> dict[str, jax.Array]:
-        """Sigmoid cross-entropy and correct answers, summed over the real reviews."""
+        """Sigmoid cross-entropy (towards smoothed labels in training, with
+        `label_smoothing`) and correct answers, summed over the real reviews."""
         rngs = {"dropout": rng} if train else {}
         logits_B = self.model.apply(
             {"params": params}, batch.tokens, batch.lengths, train=train, rngs=rngs
         )
         labels = batch.labels.astype(jnp.float32)
+        if train and self.config.label_smoothing:
+            labels = labels * (1.0 - self.config.label_smoothing) + self.config.label_smoothing / 2
         losses = optax.sigmoid_binary_cross_entropy(logits_B, labels)
         correct = ((logits_B > 0) == (batch.labels == 1)).astype(jnp.float32)
         return {
