@@ -78,6 +78,8 @@ class SentimentClassifier(nn.Module):
     logits of a review do not depend on how much padding its batch carries.
     `dropout_rate` (0 in the tutorial) drops whole token embeddings and features of the
     recurrent output when `train=True` (needs a "dropout" rng); it adds no parameters.
+    `layer_dropout_rate` drops features of a lower recurrent layer's outputs, the same
+    features at every step of a review (variational dropout between the stacked layers).
     `engine` and `matmul_dtype` (see `Bidirectional`) change no parameter either.
     """
 
@@ -85,6 +87,7 @@ class SentimentClassifier(nn.Module):
     kind: str = "bilstm"
     cell: str = "lstm"
     dropout_rate: float = 0.0
+    layer_dropout_rate: float = 0.0
     engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
 
@@ -110,6 +113,11 @@ class SentimentClassifier(nn.Module):
                 matmul_dtype=self.matmul_dtype,
                 name=f"bidirectional_{depth}",
             )(x, lengths_B)
+            if not last and self.layer_dropout_rate:  # one mask for all steps: axis 1 broadcast
+                rate = self.layer_dropout_rate
+                x = nn.Dropout(rate, broadcast_dims=(1,), name=f"layer_dropout_{depth}")(
+                    x, deterministic=not train
+                )
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         dense = dict(kernel_init=nn.initializers.glorot_uniform())
         x = nn.relu(nn.Dense(DENSE_DIM, name="dense", **dense)(x))

@@ -173,6 +173,20 @@ def _check_dropout(tiny_imdb, tmp_path):
         assert (runs[0] != runs[1]) == varies
 
 
+def _check_layer_dropout(tiny_imdb, tmp_path):
+    tokens, lengths = jnp.arange(12, dtype=jnp.int32).reshape(2, 6), jnp.array([6, 3])
+    batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
+    for rate, varies in ((0.0, False), (0.5, True)):
+        task = SentimentTask(CONFIG.replace(model="stacked", layer_dropout=rate))
+        params = task.init_params(jax.random.key(0))
+        runs = [
+            task.metrics(params, batch, train=True, rng=jax.random.key(k))["loss"] for k in (1, 2)
+        ]
+        assert (runs[0] != runs[1]) == varies
+    with pytest.raises(ConfigError, match="needs the stacked model: 'bilstm' has one"):
+        CONFIG.replace(layer_dropout=0.5)
+
+
 def _check_label_smoothing(tiny_imdb, tmp_path):
     tokens, lengths = jnp.arange(12, dtype=jnp.int32).reshape(2, 6), jnp.array([6, 3])
     batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
@@ -319,6 +333,7 @@ CHECKS = {
     "normalize_text": _check_normalize_text,
     "dropout": _check_dropout,
     "label_smoothing": _check_label_smoothing,
+    "layer_dropout": _check_layer_dropout,
     "val_fraction": _check_val_fraction,
     "max_len": _check_max_len,
     "max_train_examples": _check_max_train_examples,

@@ -21,7 +21,7 @@ from lstm_jax.models import KINDS, SentimentClassifier
 from lstm_jax.tasks.sentiment import data as data_lib
 from lstm_jax.tasks.sentiment.tokenizer import SubwordTokenizer
 from lstm_jax.train import Task, TrainConfig
-from lstm_jax.train.config import option
+from lstm_jax.train.config import ConfigError, option
 from lstm_jax.train.rundir import RunError
 from lstm_jax.train.task import SPLITS
 
@@ -40,6 +40,10 @@ class SentimentConfig(TrainConfig):
         False, "learn and read the vocabulary on lower-cased text, <br /> as spaces"
     )
     dropout: float = option(0.0, "word and output dropout rate", low=0.0, high=1.0, open_high=True)
+    layer_dropout: float = option(
+        0.0, "dropout between the stacked model's recurrent layers (the same features every step)",
+        low=0.0, high=1.0, open_high=True,
+    )  # fmt: skip
     label_smoothing: float = option(
         0.0, "train towards s/2 and 1 - s/2 instead of 0 and 1 (reported losses stay plain)",
         low=0.0, high=1.0, open_high=True,
@@ -55,6 +59,13 @@ class SentimentConfig(TrainConfig):
     train_max_len: int | None = option(
         None, "train on the first N subwords of a review; validation and test read max_len", low=1
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layer_dropout and len(KINDS[self.model]) < 2:
+            raise ConfigError(
+                f"layer_dropout needs the stacked model: {self.model!r} has one recurrent layer"
+            )
 
 
 @dataclasses.dataclass
@@ -82,6 +93,7 @@ class SentimentTask(Task):
             config.vocab_size,
             config.model,
             dropout_rate=config.dropout,
+            layer_dropout_rate=config.layer_dropout,
             engine=config.engine,
             matmul_dtype=config.matmul_dtype,
         )
