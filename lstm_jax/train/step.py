@@ -7,6 +7,7 @@ the host reads them only when it logs (`means`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
     after `warmup_epochs` of a linear rise from 0; with `weight_decay`, AdamW's decoupled
     decay on the matrices (biases are not decayed)."""
     peak, total = config.learning_rate, config.epochs * steps_per_epoch
-    warmup = round(config.warmup_epochs * steps_per_epoch)
+    # At least one step for any warm-up, and at least one step of the schedule after it.
+    warmup = min(math.ceil(config.warmup_epochs * steps_per_epoch), total - 1)
     rate: Any = peak
     if config.schedule == "cosine" and warmup:
         rate = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
