@@ -47,7 +47,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
     rate: Any = peak
     if config.schedule == "cosine" and warmup:
         rate = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
-    elif config.schedule == "cosine":
+    elif config.schedule == "cosine":  # kept apart: runs without warm-up train as before
         rate = optax.cosine_decay_schedule(peak, total)
     elif warmup:
         rate = optax.linear_schedule(0.0, peak, warmup)
