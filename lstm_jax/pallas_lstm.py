@@ -21,7 +21,8 @@ Every float32 matmul, in the kernels and around them, asks for full float32 prec
 inputs and accumulate in float32, and the outputs come back rounded to bfloat16, as there.
 
 Shapes the kernels need: H a power of two, at least 16 (the gates' matmuls are Triton
-`dot`s; the tutorial's models have 64 and 32); the batch is padded to a multiple of
+`dot`s; the tutorial's models have 64 and 32), at most 64 with float32 matmuls and 128
+with bfloat16 ones (`MAX_HIDDEN`: shared memory on an H200); the batch is padded to a multiple of
 `BLOCK_B` (padded rows are masked out); any time length. `recurrence` takes these
 kernels only for `engine="pallas"` on a GPU backend; elsewhere that engine is the `fused`
 loop. Triton, because it runs on Ampere and newer GPUs and lowers completely in the jax
@@ -58,10 +59,19 @@ def _compiler(hidden: int) -> Any:
     return pltriton.CompilerParams(num_warps=warps, num_stages=1)
 
 
-def supported(hidden: int, dtype: Any = jnp.float32) -> bool:
-    """Whether the kernels take a layer of `hidden` units (a power of two, at least 16) on
-    inputs of `dtype` (float32)."""
-    return hidden >= 16 and hidden & (hidden - 1) == 0 and jnp.dtype(dtype) == jnp.float32
+# The largest hidden size per matmul input dtype, as compiled on an NVIDIA H200 (jax 0.11.2):
+# at 128 units with float32 matmuls the kernels ask for 264 KiB of shared memory, over its
+# 227 KiB; with bfloat16 ones they compile and run. Larger sizes are untried.
+MAX_HIDDEN = {jnp.dtype(jnp.float32): 64, jnp.dtype(jnp.bfloat16): 128}
+
+
+def supported(hidden: int, dtype: Any = jnp.float32, operands: Any = None) -> bool:
+    """Whether the kernels take a layer of `hidden` units on inputs of `dtype` (float32)
+    with matmul inputs of `operands` (default `dtype`): a power of two from 16 up to
+    `MAX_HIDDEN[operands]`."""
+    limit = MAX_HIDDEN.get(jnp.dtype(dtype if operands is None else operands), 0)
+    power_of_two = hidden >= 16 and hidden & (hidden - 1) == 0
+    return power_of_two and hidden <= limit and jnp.dtype(dtype) == jnp.float32
 
 
 def triton_supported(version: str | None = None) -> bool:
@@ -316,11 +326,13 @@ def lstm_core(
       `(ys <float32>[D, time, batch, H], (h, c) <float32>[D, batch, H])`.
     """
     hidden = params["recurrent_kernel"].shape[1]
-    if not supported(hidden, x_DTBE.dtype):
+    if not supported(hidden, x_DTBE.dtype, operands):
+        limits = ", ".join(f"{limit} ({dtype.name})" for dtype, limit in MAX_HIDDEN.items())
         raise ValueError(
             f"the pallas kernels need float32 inputs and a hidden size that is a power of "
-            f"two, at least 16; got {x_DTBE.dtype} and {hidden}. Use engine='fused' for "
-            "this layer (matmul_dtype='bfloat16' for bfloat16 matmuls)"
+            f"two from 16 up to {limits} matmuls; got {x_DTBE.dtype} inputs, {hidden} "
+            f"units, {jnp.dtype(operands).name} matmuls. Use engine='fused' for this layer "
+            "(matmul_dtype='bfloat16' for bfloat16 matmuls)"
         )
     batch = x_DTBE.shape[2]
     padded = -batch % BLOCK_B

@@ -92,16 +92,18 @@ def _use_fused(
     return fused_ok
 
 
-def _kernel(engine: str, hidden: int, dtype: Any) -> str:
+def _kernel(engine: str, hidden: int, dtype: Any, matmul_dtype: Any = None) -> str:
     """What runs a fused layer's loops (`fused.KERNELS`): the Pallas kernels for engine
-    "pallas" on a GPU where they take the layer and this jax still has Pallas' Triton
-    backend, the `lax` loops otherwise."""
+    "pallas" on a GPU where they take the layer (`hidden` units, `dtype` inputs, matmuls
+    on `matmul_dtype`) and this jax still has Pallas' Triton backend, the `lax` loops
+    otherwise."""
     if check_engine(engine) != "pallas":
         return "loop"
     from lstm_jax import pallas_lstm
 
     kernels = pallas_lstm.on_gpu() and pallas_lstm.triton_supported()
-    return "pallas" if kernels and pallas_lstm.supported(hidden, dtype) else "loop"
+    fits = pallas_lstm.supported(hidden, dtype, matmul_dtype)
+    return "pallas" if kernels and fits else "loop"
 
 
 def time_major(x: Array) -> Array:
@@ -214,7 +216,9 @@ def rnn(
             reverse=reverse,
             unroll=unroll,
             matmul_dtype=matmul_dtype,
-            kernel=_kernel(engine, params["recurrent_kernel"].shape[0], xs_BTE.dtype),
+            kernel=_kernel(
+                engine, params["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype
+            ),
         )
         return time_major(ys_TBH), carry
     if initial_carry is None:
@@ -261,7 +265,9 @@ def bidirectional(
             step_mask(lengths_B, xs_BTE.shape[1]),
             unroll=unroll,
             matmul_dtype=matmul_dtype,
-            kernel=_kernel(engine, params["forward"]["recurrent_kernel"].shape[0], xs_BTE.dtype),
+            kernel=_kernel(
+                engine, params["forward"]["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype
+            ),
         )
         return time_major(jnp.concatenate([ys_fwd, ys_bwd], axis=-1)), carries
     kwargs = dict(unroll=unroll, engine=engine)
