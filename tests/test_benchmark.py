@@ -258,3 +258,22 @@ def test_torch_layouts_agree_on_rows_of_unequal_lengths(workload):
     full = {**data, "lengths": np.full(5, 9)}
     expected, _ = reference.forward(weights, "classifier", full)
     np.testing.assert_allclose(logits["packed"][0], expected[0], atol=1e-5)  # the full row
+
+
+def test_the_gpu_layer_probe_times_the_same_computation_everywhere():
+    """`benchmarks/gpu_kernels.py` reports each row's loss beside its time; off a GPU its
+    cuDNN row's weight packing runs through `jax.experimental.rnn.lstm_ref` and PyTorch on
+    the CPU, and both give the fused loop's loss on the same weights and inputs."""
+    import jax.numpy as jnp
+
+    from benchmarks import gpu_kernels
+
+    params, xs, _ = gpu_kernels.inputs(16, 7)
+    full = jnp.ones(xs.shape[:2], bool)
+    loop = float(gpu_kernels.loss_step("loop", full, None)(params, xs)[0])
+    cudnn_layout = gpu_kernels._jax_cudnn(params, xs, 16, reference=True)()
+    assert cudnn_layout == pytest.approx(loop, rel=1e-5)
+    pytest.importorskip("torch")
+    assert gpu_kernels._torch(params, xs, 16, bf16=False, device="cpu")() == pytest.approx(
+        loop, rel=1e-5
+    )
