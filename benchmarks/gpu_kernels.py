@@ -130,7 +130,7 @@ def _torch(params, xs_TBE, hidden: int, bf16: bool, device: str = "cuda"):
         lstm.zero_grad(set_to_none=True)
         xs.grad = None
         loss.backward()
-        return loss.item()  # synchronises
+        return loss.detach().item()  # synchronises
 
     return step
 
