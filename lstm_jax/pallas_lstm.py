@@ -22,14 +22,14 @@ inputs and accumulate in float32, and the outputs come back rounded to bfloat16,
 
 Shapes the kernels need: H a power of two, at least 16 (the gates' matmuls are Triton
 `dot`s; the tutorial's models have 64 and 32), at most 64 with float32 matmuls and 128
-with bfloat16 ones (`MAX_HIDDEN`: shared memory on an H200); the batch is padded to a multiple of
-`BLOCK_B` (padded rows are masked out); any time length. `recurrence` takes these
-kernels only for `engine="pallas"` on a GPU backend; elsewhere that engine is the `fused`
-loop. Triton, because it runs on Ampere and newer GPUs and lowers completely in the jax
-versions this package supports; JAX deprecates Pallas' Triton backend from jax 0.11, so
-from that version on the engine runs the fused loop (`triton_supported`) until the kernels
-are ported; `docs/engines.md` says what has been checked without a GPU, and the Mosaic GPU
-route.
+with bfloat16 ones (`MAX_HIDDEN`: shared memory on an H200); the batch is padded to a
+multiple of `BLOCK_B` (padded rows are masked out); any time length. `recurrence` takes
+these kernels only for `engine="pallas"` on a GPU backend; elsewhere that engine is the
+`fused` loop. Triton, because it runs on Ampere and newer GPUs and lowers completely in the
+jax versions this package supports; JAX deprecates Pallas' Triton backend from jax 0.11
+(it still compiles them there, with a warning), so from that version on the engine runs
+the fused loop (`triton_supported`) until the kernels are ported; `docs/engines.md` has
+what they gave on an H200 and the Mosaic GPU route.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ GATES = 4  # i, f, g, o, in this order along the kernels' 4H axis
 
 
 def _compiler(hidden: int) -> Any:
-    """Triton's launch settings for a layer of `hidden` units. Unmeasured (no GPU yet): the
-    warps are chosen so that `U` (4 H^2 floats, held for the whole loop) takes about 64 of
-    each thread's registers, 8 warps at H = 64; no software pipelining of the time loop."""
+    """Triton's launch settings for a layer of `hidden` units, chosen before any GPU ran
+    them (untuned): the warps such that `U` (4 H^2 floats, held for the whole loop) takes
+    about 64 of each thread's registers, 8 warps at H = 64; no software pipelining of the
+    time loop."""
     warps = min(16, max(4, 4 * hidden * hidden // (32 * 64)))
     from jax.experimental.pallas import triton as pltriton  # imported where it is used
 

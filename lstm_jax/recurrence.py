@@ -216,9 +216,7 @@ def rnn(
             reverse=reverse,
             unroll=unroll,
             matmul_dtype=matmul_dtype,
-            kernel=_kernel(
-                engine, params["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype
-            ),
+            kernel=_kernel(engine, params["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype),
         )
         return time_major(ys_TBH), carry
     if initial_carry is None:
