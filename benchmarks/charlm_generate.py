@@ -59,9 +59,9 @@ def torch_generator(sampler, prompt: str, length: int) -> Callable[..., list[str
     vocab, embed = params["embed"]["embedding"].shape
     widths = tuple(params[k]["recurrent_kernel"].shape[0] for k in layers)
     spec = dict(kind="charlm", vocab=vocab, embed=embed, widths=widths)
-    harness._torch_settings(torch, True, layout=None, autocast=False)
-    model = harness._torch_model(torch, spec, layout="packed").eval()
-    harness._load_torch(model, params, spec, torch, "packed")
+    harness.torch_settings(torch, True, layout=None, autocast=False)
+    model = harness.torch_model(torch, spec, layout="packed").eval()
+    harness.load_torch(model, params, spec, torch, "packed")
     primer = torch.from_numpy(sampler.vocab.encode(prompt, where="the prompt").astype(np.int64))
 
     @torch.no_grad()

@@ -738,7 +738,7 @@ class TorchRunner(Runner):
     (`torch.set_flush_denormal(True)`: this Intel CPU handles them in microcode, and a
     last-state classifier's backward pass decays into them) and one thread per available
     core; otherwise PyTorch's defaults. `autocast`: the forward pass under bfloat16
-    autocast, the loss in float32. `layout`: the classifiers' (`_torch_model`)."""
+    autocast, the loss in float32. `layout`: the classifiers' (`torch_model`)."""
 
     def __init__(
         self,
@@ -759,13 +759,13 @@ class TorchRunner(Runner):
         if charlm and layout != "packed":
             raise Skip("a char-LM window has no padding: the same as the torch row")
         self.torch = torch
-        self.settings = _torch_settings(
+        self.settings = torch_settings(
             torch, best, layout=None if charlm else layout, autocast=autocast
         )
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.autocast = autocast
-        self.model = _torch_model(torch, spec, layout=layout).to(self.device)
-        _load_torch(self.model, weights, spec, torch, layout)
+        self.model = torch_model(torch, spec, layout=layout).to(self.device)
+        load_torch(self.model, weights, spec, torch, layout)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
         if charlm:
             ids = torch.from_numpy(data["ids"]).long().to(self.device)
@@ -818,7 +818,7 @@ class TorchRunner(Runner):
 LAYOUTS = ("packed", "padded", "reversed")
 
 
-def _torch_model(torch: Any, spec: dict[str, Any], *, layout: str, dropout: float = 0.0) -> Any:
+def torch_model(torch: Any, spec: dict[str, Any], *, layout: str, dropout: float = 0.0) -> Any:
     """The workload `spec` as a PyTorch module: `model(inputs, lengths_cpu)` gives the char
     LM's `[B, T, V]` logits, or a classifier's `[B]` with its recurrent layers over
     `layout`: "packed" (`pack_padded_sequence` into `nn.LSTM(bidirectional=True)`),
@@ -892,7 +892,7 @@ def _torch_model(torch: Any, spec: dict[str, Any], *, layout: str, dropout: floa
     return LanguageModel() if spec["kind"] == "charlm" else Classifier()
 
 
-def _load_torch(
+def load_torch(
     model: Any, weights: dict[str, Any], spec: dict[str, Any], torch: Any, layout: str
 ) -> None:
     """Copy the shared weights into a `TorchRunner` model: `nn.LSTM` keeps `(4H, in)`
@@ -927,9 +927,7 @@ def _load_torch(
     model.load_state_dict(state, strict=True)
 
 
-def _torch_settings(
-    torch: Any, best: bool, *, layout: str | None, autocast: bool
-) -> dict[str, Any]:
+def torch_settings(torch: Any, best: bool, *, layout: str | None, autocast: bool) -> dict[str, Any]:
     """PyTorch at its best (`best`: denormals flushed to zero, a thread per core) or at its
     defaults; returns what it runs with, for the JSON."""
     if best:
@@ -1185,7 +1183,7 @@ def _serve_imdb(
 
 def _serve_imdb_torch(batches_file: str, matmul_dtype: str, layout: str) -> None:
     """The IMDB epochs of `_serve_imdb`, the same batches of the same token ids (read from
-    its dump), through the bilstm in PyTorch at its best: `layout` (`_torch_model`), the
+    its dump), through the bilstm in PyTorch at its best: `layout` (`torch_model`), the
     config's word and output dropout, gradient-norm clipping and Adam at its learning rate
     (the cosine decay left out), bfloat16 autocast where `matmul_dtype` says so. Filler
     rows (weight 0) are dropped; a review with no tokens keeps one padding token."""
@@ -1198,7 +1196,7 @@ def _serve_imdb_torch(batches_file: str, matmul_dtype: str, layout: str) -> None
         )
         return
     autocast = matmul_dtype == "bfloat16"
-    settings = _torch_settings(torch, True, layout=layout, autocast=autocast)
+    settings = torch_settings(torch, True, layout=layout, autocast=autocast)
     with np.load(batches_file) as saved:
         setup = {k: float(saved[k]) for k in ("dropout", "clip_norm", "learning_rate")}
         fields = {}
@@ -1219,7 +1217,7 @@ def _serve_imdb_torch(batches_file: str, matmul_dtype: str, layout: str) -> None
             torch.from_numpy(lengths.astype(np.int64)),
             torch.from_numpy(batch["labels"][real].astype(np.float32)),
         ))  # fmt: skip
-    model = _torch_model(torch, WORKLOADS["bilstm"], layout=layout, dropout=setup["dropout"])
+    model = torch_model(torch, WORKLOADS["bilstm"], layout=layout, dropout=setup["dropout"])
     optimizer = torch.optim.Adam(model.parameters(), lr=setup["learning_rate"])
 
     def step(tokens, lengths, labels):

@@ -248,8 +248,8 @@ def test_torch_layouts_agree_on_rows_of_unequal_lengths(workload):
     tokens = np.where(np.arange(9) < lengths[:, None], data["tokens"], 0)
     logits = {}
     for layout in ("packed", "reversed", "padded"):
-        model = benchmark._torch_model(torch, spec, layout=layout)
-        benchmark._load_torch(model, weights, spec, torch, layout)
+        model = benchmark.torch_model(torch, spec, layout=layout)
+        benchmark.load_torch(model, weights, spec, torch, layout)
         with torch.no_grad():
             out = model(torch.from_numpy(tokens).long(), torch.from_numpy(lengths).long())
         logits[layout] = out.numpy()
