@@ -31,6 +31,12 @@ mkdir -p "$OUT_DIR"
 
 fail() { echo "gpu_bench: $*" >&2; exit 2; }
 STAGES=",${STAGES:-tests,layer,classifiers,charlm},"
+for stage in ${STAGES//,/ }; do
+  case "$stage" in
+    tests | layer | classifiers | charlm) ;;
+    *) fail "unknown stage '$stage' in STAGES; choose from tests,layer,classifiers,charlm" ;;
+  esac
+done
 want() { [[ "$STAGES" == *",$1,"* ]]; }
 tests=0 kernels=0 status=0 charlm=0
 
