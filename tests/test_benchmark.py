@@ -270,7 +270,7 @@ def test_the_gpu_layer_probe_times_the_same_computation_everywhere():
 
     params, xs, _ = gpu_kernels.inputs(16, 7)
     full = jnp.ones(xs.shape[:2], bool)
-    loop = float(gpu_kernels.loss_step("loop", full, None)(params, xs)[0])
+    loop = float(gpu_kernels.loss_step("loop", None)(params, xs, full)[0])
     cudnn_layout = gpu_kernels._jax_cudnn(params, xs, 16, reference=True)()
     assert cudnn_layout == pytest.approx(loop, rel=1e-5)
     pytest.importorskip("torch")

@@ -161,35 +161,36 @@ def _check_normalize_text(tiny_imdb, tmp_path):
         assert same == normalize
 
 
+def _two_reviews(tokens: jax.Array | None = None) -> data_lib.Batch:
+    """A batch of two reviews of lengths 6 and 3, labelled 0 and 1."""
+    tokens = jnp.arange(12, dtype=jnp.int32).reshape(2, 6) if tokens is None else tokens
+    return data_lib.Batch(tokens, jnp.array([6, 3], jnp.int32), jnp.array([0, 1]), jnp.ones(2))
+
+
+def _dropout_varies(config: SentimentConfig, batch: data_lib.Batch) -> bool:
+    """Whether two dropout keys give different training losses on `batch`."""
+    task = SentimentTask(config)
+    params = task.init_params(jax.random.key(0))
+    runs = [task.metrics(params, batch, train=True, rng=jax.random.key(k))["loss"] for k in (1, 2)]
+    return bool(runs[0] != runs[1])
+
+
 def _check_dropout(tiny_imdb, tmp_path):
-    tokens, lengths = jnp.ones((2, 6), jnp.int32), jnp.array([6, 3], jnp.int32)
+    batch = _two_reviews(jnp.ones((2, 6), jnp.int32))
     for rate, varies in ((0.0, False), (0.5, True)):
-        task = SentimentTask(CONFIG.replace(dropout=rate))
-        params = task.init_params(jax.random.key(0))
-        batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
-        runs = [
-            task.metrics(params, batch, train=True, rng=jax.random.key(k))["loss"] for k in (1, 2)
-        ]
-        assert (runs[0] != runs[1]) == varies
+        assert _dropout_varies(CONFIG.replace(dropout=rate), batch) == varies
 
 
 def _check_layer_dropout(tiny_imdb, tmp_path):
-    tokens, lengths = jnp.arange(12, dtype=jnp.int32).reshape(2, 6), jnp.array([6, 3])
-    batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
     for rate, varies in ((0.0, False), (0.5, True)):
-        task = SentimentTask(CONFIG.replace(model="stacked", layer_dropout=rate))
-        params = task.init_params(jax.random.key(0))
-        runs = [
-            task.metrics(params, batch, train=True, rng=jax.random.key(k))["loss"] for k in (1, 2)
-        ]
-        assert (runs[0] != runs[1]) == varies
+        config = CONFIG.replace(model="stacked", layer_dropout=rate)
+        assert _dropout_varies(config, _two_reviews()) == varies
     with pytest.raises(ConfigError, match="needs the stacked model: 'bilstm' has one"):
         CONFIG.replace(layer_dropout=0.5)
 
 
 def _check_label_smoothing(tiny_imdb, tmp_path):
-    tokens, lengths = jnp.arange(12, dtype=jnp.int32).reshape(2, 6), jnp.array([6, 3])
-    batch = data_lib.Batch(tokens, lengths, jnp.array([0, 1]), jnp.ones(2))
+    batch = _two_reviews()
     loss = {}
     for smoothing in (0.0, 0.2):
         task = SentimentTask(CONFIG.replace(label_smoothing=smoothing))
@@ -197,7 +198,7 @@ def _check_label_smoothing(tiny_imdb, tmp_path):
         for train_ in (True, False):
             metrics = task.metrics(params, batch, train=train_, rng=jax.random.key(1))
             loss[smoothing, train_] = metrics["loss"]
-    logits = task.model.apply({"params": params}, tokens, lengths)
+    logits = task.model.apply({"params": params}, batch.tokens, batch.lengths)
     smoothed = optax.sigmoid_binary_cross_entropy(logits, jnp.array([0.1, 0.9])).sum()
     np.testing.assert_allclose(loss[0.2, True], smoothed, rtol=1e-6)
     assert loss[0.2, True] != loss[0.0, True] and loss[0.2, False] == loss[0.0, False]
