@@ -20,7 +20,7 @@ from typing import Any
 
 from lstm_jax import configs, host, tasks
 from lstm_jax.cells import CELLS
-from lstm_jax.models import KINDS
+from lstm_jax.models import HEADS, KINDS
 from lstm_jax.train import ConfigError, TrainConfig
 from lstm_jax.train.config import CONFIG_FILE
 
@@ -256,7 +256,7 @@ def _summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lstm_jax.models import SentimentClassifier
     from lstm_jax.summary import summary
 
-    print(summary(SentimentClassifier(args.vocab_size, args.model)))
+    print(summary(SentimentClassifier(args.vocab_size, args.model, head=args.head)))
     return 0
 
 
@@ -410,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="layers, output shapes and parameter counts")
     p.add_argument("--model", choices=sorted(KINDS), default="bilstm")
+    p.add_argument("--head", choices=HEADS, default="last", help="last: the tutorial's")
     p.add_argument("--vocab-size", type=_positive_int, default=8185)
     p.set_defaults(run=_summary, parser=p)
 

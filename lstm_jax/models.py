@@ -17,6 +17,9 @@ from lstm_jax.cells import get_cell
 
 # The recurrent widths of each classifier, lowest layer first (the tutorial's models).
 KINDS: dict[str, tuple[int, ...]] = {"bilstm": (64,), "stacked": (64, 32)}
+# What the classifier's dense layers read: the last layer's final states (the tutorial), or
+# the max and the mean of its outputs over each review's real steps.
+HEADS = ("last", "pool")
 EMBED_DIM = 64
 DENSE_DIM = 64
 
@@ -39,22 +42,37 @@ class Bidirectional(nn.Module):
     last real step, backward output at the first). Parameters `forward` and `backward`
     are the cell's own pytrees (`lstm_jax.cells.init_*`). `engine` is one of
     `recurrence.ENGINES`; `matmul_dtype="bfloat16"` gives the fused engines' matmuls
-    bfloat16 inputs (`lstm_jax.recurrence.rnn`)."""
+    bfloat16 inputs (`lstm_jax.recurrence.rnn`).
+
+    `weight_drop` (with `train=True` and a "dropout" rng) drops entries of each
+    direction's `recurrent_kernel`, one mask per call shared by the call's rows and time
+    steps (DropConnect, AWD-LSTM's weight drop): a recurrent dropout that leaves the
+    engines' loops as they are, since the masked kernel is just another parameter value.
+    """
 
     hidden_size: int
     cell: str = "lstm"
     return_sequences: bool = False
     engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
+    weight_drop: float = 0.0
 
     @nn.compact
-    def __call__(self, xs_BTE: jax.Array, lengths_B: jax.Array) -> jax.Array:
+    def __call__(
+        self, xs_BTE: jax.Array, lengths_B: jax.Array, *, train: bool = False
+    ) -> jax.Array:
         spec = get_cell(self.cell)
         features = xs_BTE.shape[-1]
         params = {
             direction: self.param(direction, lambda key: spec.init(key, features, self.hidden_size))
             for direction in ("forward", "backward")
         }
+        if self.weight_drop and train:  # a fresh mask per direction: two draws of one rng
+            drop = nn.Dropout(self.weight_drop, deterministic=False, name="weight_drop")
+            params = {
+                direction: {**p, "recurrent_kernel": drop(p["recurrent_kernel"])}
+                for direction, p in params.items()
+            }
         return recurrence.stack(
             spec,
             [params],
@@ -64,6 +82,21 @@ class Bidirectional(nn.Module):
             engine=self.engine,
             matmul_dtype=self.matmul_dtype,
         )
+
+
+class PoolOverTime(nn.Module):
+    """The max and the mean over each sequence's real steps: `(ys <float>[B, T, F],
+    lengths <int32>[B])` to `<float>[B, 2F]`; padded steps take no part (zeros for an
+    empty sequence)."""
+
+    @nn.compact
+    def __call__(self, ys_BTF: jax.Array, lengths_B: jax.Array) -> jax.Array:
+        real_BT1 = (jnp.arange(ys_BTF.shape[1])[None] < lengths_B[:, None])[:, :, None]
+        max_BF = jnp.where(real_BT1, ys_BTF, -jnp.inf).max(axis=1)
+        max_BF = jnp.where(lengths_B[:, None] > 0, max_BF, 0.0)
+        count_B1 = jnp.maximum(lengths_B, 1)[:, None].astype(ys_BTF.dtype)
+        mean_BF = jnp.where(real_BT1, ys_BTF, 0.0).sum(axis=1) / count_B1
+        return jnp.concatenate([max_BF, mean_BF], axis=-1)
 
 
 class SentimentClassifier(nn.Module):
@@ -80,7 +113,12 @@ class SentimentClassifier(nn.Module):
     recurrent output when `train=True` (needs a "dropout" rng); it adds no parameters.
     `layer_dropout_rate` drops features of a lower recurrent layer's outputs, the same
     features at every step of a review (variational dropout between the stacked layers).
-    `engine` and `matmul_dtype` (see `Bidirectional`) change no parameter either.
+    `embed_dropout_rate` drops embedding features, the same ones at every step of a
+    review (spatial dropout), after the word dropout; `weight_drop` is the recurrent
+    layers' (`Bidirectional`). `engine` and `matmul_dtype` (see `Bidirectional`) change
+    no parameter either. `head="pool"` (beyond the tutorial) gives the dense layers the max
+    and the mean of the last recurrent layer's outputs over the real steps
+    (`PoolOverTime`, twice the features) instead of its final states.
     """
 
     vocab_size: int
@@ -88,6 +126,9 @@ class SentimentClassifier(nn.Module):
     cell: str = "lstm"
     dropout_rate: float = 0.0
     layer_dropout_rate: float = 0.0
+    embed_dropout_rate: float = 0.0
+    weight_drop: float = 0.0
+    head: str = "last"
     engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
 
@@ -96,6 +137,9 @@ class SentimentClassifier(nn.Module):
         self, tokens_BT: jax.Array, lengths_B: jax.Array, *, train: bool = False
     ) -> jax.Array:
         widths = check_kind(self.kind)
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
+        pool = self.head == "pool"
         if tokens_BT.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens_BT.shape}")
         x = nn.Embed(
@@ -103,21 +147,26 @@ class SentimentClassifier(nn.Module):
         )(tokens_BT)
         # Drops whole token vectors (word dropout), not single features.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(2,), deterministic=not train)(x)
+        # Drops embedding features, the same ones at every step (axis 1 broadcast).
+        x = nn.Dropout(self.embed_dropout_rate, broadcast_dims=(1,), deterministic=not train)(x)
         for depth, width in enumerate(widths):
             last = depth == len(widths) - 1
             x = Bidirectional(
                 width,
                 self.cell,
-                return_sequences=not last,
+                return_sequences=pool or not last,
                 engine=self.engine,
                 matmul_dtype=self.matmul_dtype,
+                weight_drop=self.weight_drop,
                 name=f"bidirectional_{depth}",
-            )(x, lengths_B)
+            )(x, lengths_B, train=train)
             if not last and self.layer_dropout_rate:  # one mask for all steps: axis 1 broadcast
                 rate = self.layer_dropout_rate
                 x = nn.Dropout(rate, broadcast_dims=(1,), name=f"layer_dropout_{depth}")(
                     x, deterministic=not train
                 )
+        if pool:
+            x = PoolOverTime(name="pooling")(x, lengths_B)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         dense = dict(kernel_init=nn.initializers.glorot_uniform())
         x = nn.relu(nn.Dense(DENSE_DIM, name="dense", **dense)(x))

@@ -46,6 +46,7 @@ def layer_rows(model: SentimentClassifier) -> list[LayerRow]:
 _LAYER_KINDS = {
     "embedding": "Embed",
     "bidirectional": "Bidirectional(LSTM)",
+    "pooling": "PoolOverTime(max, mean)",
     "dense": "Dense",
     "logits": "Dense",
 }

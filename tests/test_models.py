@@ -8,6 +8,7 @@ from conftest import assert_directional_derivatives
 
 from lstm_jax import SentimentClassifier
 from lstm_jax.cli import main
+from lstm_jax.models import PoolOverTime
 from lstm_jax.summary import layer_rows, summary
 
 
@@ -33,9 +34,11 @@ def test_parameter_counts_equal_keras(kind, count):
     assert sum(r.params for r in layer_rows(model)) == count
 
 
-@pytest.mark.parametrize("kind", ["bilstm", "stacked"])
-def test_logits_ignore_1000_pad_tokens(kind):
-    model = SentimentClassifier(50, kind)
+@pytest.mark.parametrize(
+    ("kind", "head"), [("bilstm", "last"), ("stacked", "last"), ("bilstm", "pool")]
+)
+def test_logits_ignore_1000_pad_tokens(kind, head):
+    model = SentimentClassifier(50, kind, head=head)
     tokens, lengths = _batch()
     params = _params(model, tokens, lengths)
     logits = model.apply({"params": params}, tokens, lengths)
@@ -44,6 +47,30 @@ def test_logits_ignore_1000_pad_tokens(kind):
         model.apply({"params": params}, padded, lengths), logits, atol=1e-5, rtol=0
     )
     assert logits.shape == (3,) and logits.dtype == jnp.float32
+
+
+def test_pooling_takes_max_and_mean_over_the_real_steps_only():
+    ys = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
+    ys[1, 2:] = 50.0  # padding that a max or a mean over every step would pick up
+    lengths = np.array([5, 2, 0], np.int32)
+    pooled = PoolOverTime().apply({}, jnp.asarray(ys), jnp.asarray(lengths))
+    expected = [
+        np.concatenate([y[:n].max(0), y[:n].mean(0)])
+        for y, n in zip(ys[:2], lengths[:2], strict=True)
+    ]
+    np.testing.assert_allclose(pooled[:2], np.stack(expected), rtol=1e-6)
+    np.testing.assert_array_equal(pooled[2], 0.0)  # an empty sequence: zeros, not -inf
+
+
+def test_the_pooling_head_doubles_the_dense_layers_input():
+    model = SentimentClassifier(8185, "bilstm", head="pool")
+    text = summary(model)
+    assert "pooling" in text and "(None, 256)" in text
+    assert "Total params: 606,401" in text  # 598,209 + 128 x 64 more dense weights
+    with pytest.raises(ValueError, match="unknown head 'attention'"):
+        SentimentClassifier(11, head="attention").init(
+            jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.ones((1,), jnp.int32)
+        )
 
 
 def test_classifier_gradients_match_finite_differences():
@@ -106,3 +133,5 @@ def test_summary_command(capsys):
     assert main(["summary", "--model", "bilstm", "--vocab-size", "8185"]) == 0
     out = capsys.readouterr().out
     assert "Total params: 598,209" in out and "bidirectional_0" in out
+    assert main(["summary", "--head", "pool"]) == 0
+    assert "Total params: 606,401" in capsys.readouterr().out

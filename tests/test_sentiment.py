@@ -3,11 +3,13 @@ compiled shapes, and every config field reaching what it controls."""
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import traverse_util
 
 from lstm_jax import train
 from lstm_jax.tasks.sentiment import Predictor, SentimentConfig, SentimentTask
@@ -189,6 +191,53 @@ def _check_layer_dropout(tiny_imdb, tmp_path):
         CONFIG.replace(layer_dropout=0.5)
 
 
+def _dropped(config: SentimentConfig, name: str) -> list[np.ndarray]:
+    """The outputs of the classifier's dropout layers called `name`, one training call."""
+    task = SentimentTask(config)
+    params = task.init_params(jax.random.key(0))
+    batch = _two_reviews()
+    _, state = task.model.apply(
+        {"params": params},
+        batch.tokens,
+        batch.lengths,
+        train=True,
+        rngs={"dropout": jax.random.key(3)},
+        capture_intermediates=lambda module, _: isinstance(module, nn.Dropout),
+        mutable=["intermediates"],
+    )
+    found = [v for path, v in traverse_util.flatten_dict(state["intermediates"]).items()
+             if name in path]  # fmt: skip
+    return [np.asarray(out) for outs in found for out in outs]
+
+
+def _check_embed_dropout(tiny_imdb, tmp_path):
+    for rate, varies in ((0.0, False), (0.5, True)):
+        assert _dropout_varies(CONFIG.replace(embed_dropout=rate), _two_reviews()) == varies
+    # The embedding dropout (the second Dropout) zeroes whole features of a review.
+    (embedded,) = _dropped(CONFIG.replace(embed_dropout=0.5), "Dropout_1")
+    zero_BE = embedded[:, 0] == 0
+    assert zero_BE.any() and not zero_BE.all()
+    assert np.array_equal(embedded == 0, np.broadcast_to(zero_BE[:, None], embedded.shape))
+
+
+def _check_weight_drop(tiny_imdb, tmp_path):
+    for model in ("bilstm", "stacked"):
+        for rate, varies in ((0.0, False), (0.5, True)):
+            config = CONFIG.replace(model=model, weight_drop=rate)
+            assert _dropout_varies(config, _two_reviews()) == varies
+    # One mask per direction and layer, each dropping about the rate's share of the kernel.
+    kernels = _dropped(CONFIG.replace(model="stacked", weight_drop=0.5), "weight_drop")
+    masks = [k == 0 for k in kernels]
+    assert len(masks) == 4 and all(0.3 < m.mean() < 0.7 for m in masks)
+    assert not np.array_equal(masks[0], masks[1])
+
+
+def _check_head(tiny_imdb, tmp_path):
+    for head, features in (("last", 128), ("pool", 256)):
+        params = SentimentTask(CONFIG.replace(head=head)).init_params(jax.random.key(0))
+        assert params["dense"]["kernel"].shape == (features, 64)
+
+
 def _check_label_smoothing(tiny_imdb, tmp_path):
     batch = _two_reviews()
     loss = {}
@@ -330,11 +379,14 @@ CHECKS = {
     "matmul_dtype": _check_matmul_dtype,
     "engine": _check_engine,
     "model": _check_model,
+    "head": _check_head,
     "vocab_size": _check_vocab_size,
     "normalize_text": _check_normalize_text,
     "dropout": _check_dropout,
     "label_smoothing": _check_label_smoothing,
     "layer_dropout": _check_layer_dropout,
+    "embed_dropout": _check_embed_dropout,
+    "weight_drop": _check_weight_drop,
     "val_fraction": _check_val_fraction,
     "max_len": _check_max_len,
     "max_train_examples": _check_max_train_examples,

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax.models import KINDS, SentimentClassifier
+from lstm_jax.models import HEADS, KINDS, SentimentClassifier
 from lstm_jax.tasks.sentiment import data as data_lib
 from lstm_jax.tasks.sentiment.tokenizer import SubwordTokenizer
 from lstm_jax.train import Task, TrainConfig
@@ -35,6 +35,10 @@ class SentimentConfig(TrainConfig):
     task: ClassVar[str] = "sentiment"
 
     model: str = option("bilstm", "the tutorial's classifier", choices=tuple(KINDS))
+    head: str = option(
+        "last", "what the dense layers read: final states (the tutorial) or max and mean "
+        "over time", choices=HEADS,
+    )  # fmt: skip
     vocab_size: int = option(8185, "subword ids, padding included (the tutorial's 8185)", low=257)
     normalize_text: bool = option(
         False, "learn and read the vocabulary on lower-cased text, <br /> as spaces"
@@ -42,6 +46,14 @@ class SentimentConfig(TrainConfig):
     dropout: float = option(0.0, "word and output dropout rate", low=0.0, high=1.0, open_high=True)
     layer_dropout: float = option(
         0.0, "dropout between the stacked model's recurrent layers (the same features every step)",
+        low=0.0, high=1.0, open_high=True,
+    )  # fmt: skip
+    embed_dropout: float = option(
+        0.0, "dropout of embedding features (the same features every step of a review)",
+        low=0.0, high=1.0, open_high=True,
+    )  # fmt: skip
+    weight_drop: float = option(
+        0.0, "DropConnect on the recurrent kernels (a mask per step and device)",
         low=0.0, high=1.0, open_high=True,
     )  # fmt: skip
     label_smoothing: float = option(
@@ -94,6 +106,9 @@ class SentimentTask(Task):
             config.model,
             dropout_rate=config.dropout,
             layer_dropout_rate=config.layer_dropout,
+            embed_dropout_rate=config.embed_dropout,
+            weight_drop=config.weight_drop,
+            head=config.head,
             engine=config.engine,
             matmul_dtype=config.matmul_dtype,
         )
