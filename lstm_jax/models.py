@@ -147,8 +147,11 @@ class SentimentClassifier(nn.Module):
         )(tokens_BT)
         # Drops whole token vectors (word dropout), not single features.
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(2,), deterministic=not train)(x)
-        # Drops embedding features, the same ones at every step (axis 1 broadcast).
-        x = nn.Dropout(self.embed_dropout_rate, broadcast_dims=(1,), deterministic=not train)(x)
+        # Drops embedding features, the same ones at every step (axis 1 broadcast). Named,
+        # so that the auto-named dropouts keep their names and so their masks.
+        x = nn.Dropout(self.embed_dropout_rate, broadcast_dims=(1,), name="embed_dropout")(
+            x, deterministic=not train
+        )
         for depth, width in enumerate(widths):
             last = depth == len(widths) - 1
             x = Bidirectional(

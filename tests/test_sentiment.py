@@ -193,6 +193,13 @@ def _check_layer_dropout(tiny_imdb, tmp_path):
 
 def _dropped(config: SentimentConfig, name: str) -> list[np.ndarray]:
     """The outputs of the classifier's dropout layers called `name`, one training call."""
+    found = [v for path, v in traverse_util.flatten_dict(_intermediates(config)).items()
+             if name in path]  # fmt: skip
+    return [np.asarray(out) for outs in found for out in outs]
+
+
+def _intermediates(config: SentimentConfig) -> dict:
+    """The outputs of every dropout layer of the classifier, one training call."""
     task = SentimentTask(config)
     params = task.init_params(jax.random.key(0))
     batch = _two_reviews()
@@ -205,19 +212,26 @@ def _dropped(config: SentimentConfig, name: str) -> list[np.ndarray]:
         capture_intermediates=lambda module, _: isinstance(module, nn.Dropout),
         mutable=["intermediates"],
     )
-    found = [v for path, v in traverse_util.flatten_dict(state["intermediates"]).items()
-             if name in path]  # fmt: skip
-    return [np.asarray(out) for outs in found for out in outs]
+    return state["intermediates"]
 
 
 def _check_embed_dropout(tiny_imdb, tmp_path):
     for rate, varies in ((0.0, False), (0.5, True)):
         assert _dropout_varies(CONFIG.replace(embed_dropout=rate), _two_reviews()) == varies
-    # The embedding dropout (the second Dropout) zeroes whole features of a review.
-    (embedded,) = _dropped(CONFIG.replace(embed_dropout=0.5), "Dropout_1")
+    (embedded,) = _dropped(CONFIG.replace(embed_dropout=0.5), "embed_dropout")
     zero_BE = embedded[:, 0] == 0
     assert zero_BE.any() and not zero_BE.all()
     assert np.array_equal(embedded == 0, np.broadcast_to(zero_BE[:, None], embedded.shape))
+
+
+def test_dropout_layers_keep_their_names():
+    """A dropout mask derives from its layer's name: options added later leave the
+    names of the word and output dropouts, and so a seed's run, as they were."""
+    assert set(_intermediates(CONFIG.replace(dropout=0.5))) == {
+        "Dropout_0",  # word dropout
+        "embed_dropout",
+        "Dropout_1",  # output dropout
+    }
 
 
 def _check_weight_drop(tiny_imdb, tmp_path):
