@@ -5,9 +5,9 @@ head: Embedding(8185, 64) -> Bi(LSTM(64), sequences) -> max and mean over the re
 Command:
     lstm-jax train --config imdb_bilstm_pool --workdir runs/imdb_bilstm_pool \
         --data ../shared/data/aclImdb_labeled.tar.gz
-Result (2-core AMD EPYC VM, data-parallel over 2 CPU devices): test accuracy 89.42%,
-89.49% and 89.21% with seeds 0, 1 and 2 (mean 89.37%); `imdb_bilstm` gave 88.68% on
-seed 0 on the same machine. The training recipe is `imdb_bilstm`'s (docs/imdb.md).
+Result (2-core AMD EPYC VM, data-parallel over 2 CPU devices): test accuracy 89.44%,
+88.43% and 89.27% with seeds 0, 1 and 2 (mean 89.05%); `imdb_bilstm` gives 88.87% on
+seed 0 there. The training recipe is `imdb_bilstm`'s (docs/imdb.md).
 """
 
 from lstm_jax.configs import imdb_bilstm
