@@ -45,6 +45,11 @@ def option(
     return dataclasses.field(default=default, metadata=spec)
 
 
+def rate(help: str) -> Any:
+    """A config field for a rate or decay in [0, 1), 0 (off) by default (`option`)."""
+    return option(0.0, help, low=0.0, high=1.0, open_high=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """What the trainer reads; a task's config adds its own fields (data, model).
@@ -72,12 +77,8 @@ class TrainConfig:
     weight_decay: float = option(
         0.0, "decoupled weight decay (AdamW) on the weight matrices (0: plain Adam)", low=0
     )
-    ema_decay: float = option(
-        0.0,
-        "evaluate and keep an exponential moving average of the weights (0: off)",
-        low=0.0,
-        high=1.0,
-        open_high=True,
+    ema_decay: float = rate(
+        "evaluate and keep an exponential moving average of the weights (0: off)"
     )
     matmul_dtype: str = option(
         "float32", "input dtype of the recurrent matmuls (fused engines)", choices=MATMUL_DTYPES

@@ -35,7 +35,7 @@ from lstm_jax.models import CharLM
 from lstm_jax.tasks.charlm.text import Vocabulary, read_text
 from lstm_jax.tasks.errors import DataError
 from lstm_jax.train import Task, TrainConfig
-from lstm_jax.train.config import option
+from lstm_jax.train.config import option, rate
 from lstm_jax.train.task import SPLITS
 
 CURVE_FILE = "val_loss_time.png"
@@ -61,9 +61,7 @@ class CharLMConfig(TrainConfig):
     hidden: int = option(512, "units per recurrent layer", low=1)
     layers: int = option(2, "stacked recurrent layers", low=1)
     embed_dim: int = option(64, "character embedding width", low=1)
-    dropout: float = option(
-        0.0, "dropout after each recurrent layer", low=0, high=1, open_high=True
-    )
+    dropout: float = rate("dropout after each recurrent layer")
 
 
 class Windows(NamedTuple):

@@ -28,7 +28,7 @@ from lstm_jax.tasks.errors import DataError
 from lstm_jax.tasks.forecasting import baselines
 from lstm_jax.tasks.forecasting import series as series_lib
 from lstm_jax.train import Task, TrainConfig
-from lstm_jax.train.config import option
+from lstm_jax.train.config import option, rate
 from lstm_jax.train.task import SPLITS
 
 SCALER_FILE = "scaler.json"
@@ -75,9 +75,7 @@ class ForecastConfig(TrainConfig):
     hidden: int = option(64, "units per recurrent layer", low=1)
     layers: int = option(1, "stacked recurrent layers", low=1)
     decoder: str = option("direct", "direct head, or autoregressive decoding", choices=DECODERS)
-    dropout: float = option(
-        0.0, "dropout between layers and before the head", low=0, high=1, open_high=True
-    )
+    dropout: float = rate("dropout between layers and before the head")
     relative: bool = option(True, "forecast changes from the window's last target value")
     keep_level: bool = option(True, "with relative, also read the target's level")
     calendar: bool = option(False, "add the hour, weekday and day of year as inputs")

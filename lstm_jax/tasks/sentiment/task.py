@@ -21,7 +21,7 @@ from lstm_jax.models import HEADS, KINDS, SentimentClassifier
 from lstm_jax.tasks.sentiment import data as data_lib
 from lstm_jax.tasks.sentiment.tokenizer import SubwordTokenizer
 from lstm_jax.train import Task, TrainConfig
-from lstm_jax.train.config import ConfigError, option
+from lstm_jax.train.config import ConfigError, option, rate
 from lstm_jax.train.rundir import RunError
 from lstm_jax.train.task import SPLITS
 
@@ -43,23 +43,17 @@ class SentimentConfig(TrainConfig):
     normalize_text: bool = option(
         False, "learn and read the vocabulary on lower-cased text, <br /> as spaces"
     )
-    dropout: float = option(0.0, "word and output dropout rate", low=0.0, high=1.0, open_high=True)
-    layer_dropout: float = option(
-        0.0, "dropout between the stacked model's recurrent layers (the same features every step)",
-        low=0.0, high=1.0, open_high=True,
-    )  # fmt: skip
-    embed_dropout: float = option(
-        0.0, "dropout of embedding features (the same features every step of a review)",
-        low=0.0, high=1.0, open_high=True,
-    )  # fmt: skip
-    weight_drop: float = option(
-        0.0, "DropConnect on the recurrent kernels (a mask per step and device)",
-        low=0.0, high=1.0, open_high=True,
-    )  # fmt: skip
-    label_smoothing: float = option(
-        0.0, "train towards s/2 and 1 - s/2 instead of 0 and 1 (reported losses stay plain)",
-        low=0.0, high=1.0, open_high=True,
-    )  # fmt: skip
+    dropout: float = rate("word and output dropout rate")
+    layer_dropout: float = rate(
+        "dropout between the stacked model's recurrent layers (the same features every step)"
+    )
+    embed_dropout: float = rate(
+        "dropout of embedding features (the same features every step of a review)"
+    )
+    weight_drop: float = rate("DropConnect on the recurrent kernels (a mask per step and device)")
+    label_smoothing: float = rate(
+        "train towards s/2 and 1 - s/2 instead of 0 and 1 (reported losses stay plain)"
+    )
     val_fraction: float = option(
         0.1, "share of the training split held out for validation",
         low=0.0, high=1.0, open_low=True, open_high=True,
