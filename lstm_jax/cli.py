@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -431,6 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tune_malloc() -> None:
+    """`host.tune_malloc()` unless `$LSTM_JAX_MALLOC` is "default" (glibc's own settings)."""
+    choice = os.environ.get(host.ENV_MALLOC, "tuned").strip() or "tuned"
+    if choice not in ("tuned", "default"):
+        raise ValueError(
+            f"${host.ENV_MALLOC} must be 'tuned' (one malloc arena, freed memory kept for "
+            f"the next step) or 'default' (glibc's own settings), got {choice!r}"
+        )
+    if choice == "tuned":
+        host.tune_malloc()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -461,7 +474,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `lstm-jax` console command."""
+    """The `lstm-jax` console command: malloc tuned for the process (`_tune_malloc`), then
+    `main`."""
+    try:
+        _tune_malloc()
+    except ValueError as error:
+        print(f"lstm-jax: error: {error}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main(sys.argv[1:]))
 
 

@@ -7,6 +7,8 @@ when called:
   `jax_num_cpu_devices`), so the trainer's data-parallel step runs a recurrence per core:
   XLA's CPU runtime runs each small step of a recurrence on one core. Call it before any
   JAX computation. On a GPU or TPU backend it changes nothing that trains.
+- `tune_malloc()`: keep each step's large temporaries in glibc's heap for reuse, instead of
+  mapping and page-faulting them anew every step. Call it first, before JAX starts.
 - `use_compilation_cache()`: JAX's persistent compilation cache in a folder, so a second
   run, a resumed run, `evaluate` and `predict` load their compiled steps instead of
   compiling them again.
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 
 ENV_DEVICES = "LSTM_JAX_CPU_DEVICES"  # the default device count
 ENV_CACHE = "LSTM_JAX_COMPILATION_CACHE"  # the compilation cache's folder; "0": no cache
+ENV_MALLOC = "LSTM_JAX_MALLOC"  # "default": `lstm-jax` leaves glibc malloc as it is
 ENV_COORDINATOR = "LSTM_JAX_COORDINATOR"  # host:port of process 0's coordinator
 ENV_NUM_PROCESSES = "LSTM_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "LSTM_JAX_PROCESS_ID"
@@ -81,6 +84,41 @@ def configure(cpu_devices: int | None = None) -> int:
         return current
     jax.config.update("jax_num_cpu_devices", wanted)
     return wanted
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt options
+
+
+def tune_malloc() -> bool:
+    """One glibc malloc arena, and its mmap and trim thresholds at their maximum, so that
+    a step's large temporaries are reused from the heap; returns whether it applied
+    (glibc only; elsewhere it does nothing).
+
+    XLA's CPU runtime allocates a step's temporaries as one block per device and step
+    (54 MB for the BiLSTM at T = 256, hundreds for long reviews) on its own threads, which
+    glibc serves from per-thread arenas whose heaps hold at most 64 MB: larger blocks are
+    mapped anew and page-faulted in on every step (a quarter to a half of the step's time
+    on the 2-core VMs, `docs/cpu_hosts.md`). One arena is the main heap, which grows as
+    needed and, with the thresholds raised, keeps its memory for the next step. The
+    process then keeps its peak memory, and multi-threaded native code (the tokenizer)
+    queues on the one arena. Call it first, before JAX starts: a thread that has already
+    allocated keeps its own arena.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if backends_started():
+        warnings.warn(
+            "JAX has already started: tune_malloc() cannot move its threads to one malloc "
+            "arena now. Call lstm_jax.host.tune_malloc() first, before any JAX computation.",
+            stacklevel=2,
+        )
+        return False
+    import ctypes
+
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    options = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 2**31 - 1), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    return all(mallopt(option, value) == 1 for option, value in options)
 
 
 def start_distributed(

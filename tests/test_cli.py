@@ -147,3 +147,28 @@ def test_cpu_devices_must_be_positive(capsys):
     assert "--cpu-devices: must be at least 1" in _usage_error(
         ["--cpu-devices", "0", "summary"], capsys
     )
+
+
+@pytest.mark.parametrize("value, tuned", [(None, True), ("tuned", True), ("default", False)])
+def test_the_command_tunes_malloc_unless_told_not_to(value, tuned, monkeypatch):
+    calls = []
+    monkeypatch.setattr(host, "tune_malloc", lambda: calls.append(True) or True)
+    monkeypatch.setattr(cli, "main", lambda argv: 0)
+    if value is None:
+        monkeypatch.delenv(host.ENV_MALLOC, raising=False)
+    else:
+        monkeypatch.setenv(host.ENV_MALLOC, value)
+    with pytest.raises(SystemExit) as stop:
+        cli.entry()
+    assert stop.value.code == 0 and calls == ([True] if tuned else [])
+
+
+def test_a_bad_malloc_choice_is_refused_before_anything_runs(monkeypatch, capsys):
+    monkeypatch.setattr(host, "tune_malloc", lambda: pytest.fail("tuned anyway"))
+    monkeypatch.setattr(cli, "main", lambda argv: pytest.fail("ran anyway"))
+    monkeypatch.setenv(host.ENV_MALLOC, "jemalloc")
+    with pytest.raises(SystemExit) as stop:
+        cli.entry()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "$LSTM_JAX_MALLOC must be 'tuned'" in err and "'jemalloc'" in err

@@ -133,3 +133,51 @@ def test_a_second_process_loads_the_compiled_program_from_the_cache(tmp_path):
     second_hits, second_sum = run()
     assert int(first_hits) == 0 and int(second_hits) >= 1
     assert first_sum == second_sum
+
+
+def test_tune_malloc_after_jax_started_changes_nothing_and_says_why():
+    jax.devices()
+    with pytest.warns(UserWarning, match="Call lstm_jax.host.tune_malloc\\(\\) first"):
+        assert host.tune_malloc() is False
+
+
+_FAULTS = """
+import ctypes, resource, sys, threading
+from lstm_jax import host
+if sys.argv[1] == "tuned":
+    assert host.tune_malloc()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+size, faults = 100 * 2**20, []
+def steps():  # as XLA's threads do: a large block per step, written, freed
+    for _ in range(4):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+thread = threading.Thread(target=steps)
+thread.start()
+thread.join()
+print(min(faults[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_tuned_malloc_reuses_a_threads_large_blocks_instead_of_faulting_them_in():
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("tune_malloc tunes glibc's malloc only")
+
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    pages = 100 * 2**20 // 4096
+    assert faults("default") > pages // 2  # importing lstm_jax tuned nothing: mapped anew
+    assert faults("tuned") < pages // 20  # kept in the heap, reused
