@@ -268,7 +268,9 @@ class CharLM(nn.Module):
     `<float32>[B, T, vocab_size]` at every position.
 
     Embedding -> `layers` stacked recurrent layers of `cell` (dropout after each, with
-    `train=True` and a "dropout" rng) -> Dense(vocab_size). `__call__` runs a window from
+    `train=True` and a "dropout" rng) -> Dense(vocab_size). `weight_drop` drops entries of
+    each layer's `recurrent_kernel` in training, one mask per call (DropConnect, as in
+    `Bidirectional`), leaving the fused loops as they are. `__call__` runs a window from
     `carries` (zeros when None; the fused engine only runs from zeros) and returns the
     layers' final carries too; `step` advances every layer by one symbol, for sampling.
     """
@@ -281,6 +283,7 @@ class CharLM(nn.Module):
     dropout_rate: float = 0.0
     engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
+    weight_drop: float = 0.0
 
     def setup(self) -> None:
         spec = get_cell(self.cell)
@@ -291,6 +294,7 @@ class CharLM(nn.Module):
             for d, w in enumerate(widths)
         ]
         self.drop = nn.Dropout(self.dropout_rate)
+        self.weight_dropper = nn.Dropout(self.weight_drop)
         self.head = nn.Dense(self.vocab_size)
 
     def __call__(
@@ -303,6 +307,9 @@ class CharLM(nn.Module):
         x, finals = self.embed(ids_BT), []
         for d, params in enumerate(self.cells):
             start = None if carries is None else carries[d]
+            if self.weight_drop and train:  # a fresh mask per layer and call
+                kernel = self.weight_dropper(params["recurrent_kernel"], deterministic=False)
+                params = {**params, "recurrent_kernel": kernel}
             x, carry = recurrence.rnn(spec, params, x, lengths, initial_carry=start, **options)
             finals.append(carry)
             x = self.drop(x, deterministic=not train)

@@ -305,6 +305,20 @@ def _check_dropout(tmp_path, text_file):
     return bool(runs[0] != runs[1])
 
 
+def _check_weight_drop(tmp_path, text_file):
+    def losses(rate, train):
+        task = _prepared(tmp_path / str(rate), text_file, weight_drop=rate)
+        params, batch = _params(task), task.batches("train")[0]
+        return [
+            float(task.metrics(params, batch, train=train, rng=jax.random.key(k))["loss"])
+            for k in (1, 2)
+        ]
+
+    # Training draws a fresh mask (the loss varies with the rng); evaluation uses it all.
+    dropped, kept = losses(0.5, True), losses(0.0, True)
+    return dropped[0] != dropped[1] and kept[0] == kept[1] and losses(0.5, False) == kept
+
+
 CHECKS = {
     "text": _check_text,
     "window": _check_window,
@@ -314,6 +328,7 @@ CHECKS = {
     "layers": _check_layers,
     "embed_dim": _check_embed_dim,
     "dropout": _check_dropout,
+    "weight_drop": _check_weight_drop,
 }
 
 

@@ -62,6 +62,7 @@ class CharLMConfig(TrainConfig):
     layers: int = option(2, "stacked recurrent layers", low=1)
     embed_dim: int = option(64, "character embedding width", low=1)
     dropout: float = rate("dropout after each recurrent layer")
+    weight_drop: float = rate("DropConnect on the recurrent kernels (a mask per step and device)")
 
 
 class Windows(NamedTuple):
@@ -101,6 +102,7 @@ class CharLMTask(Task):
             c.dropout,
             c.engine,
             c.matmul_dtype,
+            c.weight_drop,
         )
 
     # ------------------------------------------------------------------------------
