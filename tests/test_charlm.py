@@ -158,6 +158,23 @@ def test_the_loss_is_cross_entropy_summed_over_positions(tmp_path, text_file):
     assert task.report({"loss": 2.0})["bpc"] == pytest.approx(2.0 / math.log(2))
 
 
+def test_the_stream_loss_carries_the_state_from_window_to_window(tmp_path, text_file):
+    task = _prepared(tmp_path, text_file, val_fraction=0.05)  # 259 characters: 2 pieces
+    params = task.init_params(jax.random.key(0))
+    part = task.parts["val"]
+    length = (len(part) - 1) // 2
+    assert length > 7 * task.config.window  # the pieces span several windows
+    pieces = np.stack([part[: length + 1], part[length : 2 * length + 1]])
+    logits, _ = task.model.clone(engine="scan").apply({"params": params}, pieces[:, :-1])
+    whole = optax.softmax_cross_entropy_with_integer_labels(logits, pieces[:, 1:]).mean()
+    np.testing.assert_allclose(task.stream_loss(params, streams=2), whole, rtol=1e-5)
+    # At most one stream per window of the part: 64 asked, 16 read.
+    windows = (len(part) - 1) // task.config.window
+    assert task.stream_loss(params, streams=64) == pytest.approx(
+        task.stream_loss(params, streams=windows)
+    )
+
+
 # ----------------------------------------------------------------------------------
 # Sampling.
 # ----------------------------------------------------------------------------------
@@ -186,6 +203,9 @@ def test_a_tiny_fit_learns_the_pattern_and_continues_it(tiny_run):
     assert greedy.startswith(" sat.\nthe cat sat.")
     assert (workdir / "val_loss_time.png").stat().st_size > 1000
     assert (workdir / "sample.txt").read_text().startswith("\nthe cat sat.")  # no "ROMEO:" here
+    # Read as streams the periodic text is as easy as in windows (its period is shorter).
+    assert results["val_stream_loss"] == pytest.approx(results["test_loss"], rel=0.05)
+    assert results["val_stream_bpc"] == pytest.approx(results["val_stream_loss"] / math.log(2))
 
 
 def test_sampling_is_reproducible_and_streams_the_same_text(tiny_run):

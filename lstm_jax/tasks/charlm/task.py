@@ -11,7 +11,8 @@ from a zero state. Truncated BPTT with the state carried across consecutive wind
 the batches of a step depend on the previous step, and needs a starting carry, which the
 fused engine does not take; random windows keep every step independent, data-parallel
 and on the fastest engine, and generation also starts from a zero state. Validation reads
-the part's consecutive windows, each from a zero state.
+the part's consecutive windows, each from a zero state; at the end of a run the part is
+also read as 64 streams with the state carried over (`stream_loss`, char-rnn's reading).
 
 The loss is the per-position cross-entropy summed over positions (nats; `count` the
 positions), so the reported loss is nats per character; `report` adds bits per character.
@@ -20,6 +21,7 @@ positions), so the reported loss is nats per character; `report` adds bits per c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -42,6 +44,7 @@ CURVE_FILE = "val_loss_time.png"
 SAMPLE_FILE = "sample.txt"
 SAMPLE_PROMPT = "ROMEO:"
 SAMPLE_LENGTH = 300
+STREAMS = 64  # pieces of the validation part read at once by `stream_loss`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,12 +207,31 @@ class CharLMTask(Task):
     def report(self, means: dict[str, float]) -> dict[str, float]:
         return {**means, "bpc": means["loss"] / math.log(2)}
 
+    def stream_loss(self, params: Any, streams: int = STREAMS) -> float:
+        """Nats per character of the validation part cut into `streams` consecutive
+        pieces (fewer where a piece would be shorter than a window), each read window by
+        window with the state carried over (char-rnn's validation), so every character
+        but a piece's first sees its whole past; the trainer's windows each start from a
+        zero state. Float32 matmuls on the generic scan: the fused engines start from zeros."""
+        model = self.model.clone(engine="scan", matmul_dtype=None)
+        part, window = self.parts["val"], self.config.window
+        streams = max(1, min(streams, (len(part) - 1) // window))
+        length = (len(part) - 1) // streams
+        ids = part[np.arange(streams)[:, None] * length + np.arange(length + 1)[None, :]]
+        carries, total = model.zero_carries(streams), 0.0
+        for start in range(0, length, window):
+            piece = jnp.asarray(ids[:, start : start + window + 1])
+            loss, carries = _stream_piece(model, params, carries, piece)
+            total += float(loss)
+        return total / (streams * length)
+
     # ------------------------------------------------------------------------------
     # At the end of a run.
     # ------------------------------------------------------------------------------
     def finish(self, workdir: Path, params: Any) -> dict[str, Any]:
-        """Plot validation loss against training time (`val_loss_time.png`) and save a
-        sample from "ROMEO:" at temperature 0.8 (`sample.txt`)."""
+        """Plot validation loss against training time (`val_loss_time.png`), save a
+        sample from "ROMEO:" at temperature 0.8 (`sample.txt`) and report the validation
+        part's loss read as streams (`stream_loss`)."""
         from lstm_jax.tasks.charlm.generate import Sampler
 
         plot_curve(json.loads((Path(workdir) / "history.json").read_text()), workdir / CURVE_FILE)
@@ -218,7 +240,16 @@ class CharLMTask(Task):
         prompt = prompt or self.vocab.symbols[0]
         sample = prompt + sampler.generate(prompt, SAMPLE_LENGTH, temperature=0.8, seed=0)[0]
         (Path(workdir) / SAMPLE_FILE).write_text(sample + "\n")
-        return {}
+        loss = self.stream_loss(params)
+        return {"val_stream_loss": loss, "val_stream_bpc": loss / math.log(2)}
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _stream_piece(model: CharLM, params: Any, carries: tuple, ids_BW: jax.Array) -> tuple:
+    """The summed loss of one window of every stream, and the carries after it."""
+    logits, carries = model.apply({"params": params}, ids_BW[:, :-1], carries=carries)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, ids_BW[:, 1:])
+    return losses.sum(), carries
 
 
 def plot_curve(records: list[dict[str, Any]], path: Path) -> None:
