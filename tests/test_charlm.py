@@ -208,6 +208,14 @@ def test_a_tiny_fit_learns_the_pattern_and_continues_it(tiny_run):
     assert results["val_stream_bpc"] == pytest.approx(results["val_stream_loss"] / math.log(2))
 
 
+def test_evaluate_reports_the_stream_loss_of_the_run(tiny_run, capsys):
+    workdir, results = tiny_run
+    assert cli.main(["evaluate", "--workdir", str(workdir)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[: out.index("\n\n")])["loss"] == pytest.approx(results["test_loss"])
+    assert f"| {results['val_stream_loss']:.4f} | {results['val_stream_bpc']:.4f} |" in out
+
+
 def test_sampling_is_reproducible_and_streams_the_same_text(tiny_run):
     sampler = Sampler.from_run(tiny_run[0])
     options = dict(temperature=1.5, seed=7, num_samples=3)

@@ -225,6 +225,14 @@ class CharLMTask(Task):
             total += float(loss)
         return total / (streams * length)
 
+    def tables(self, params: Any) -> str:
+        """`stream_loss` for `lstm-jax evaluate`, beside the windows' test metrics."""
+        loss = self.stream_loss(params)
+        return (
+            f"| validation read as {STREAMS} streams | nats/char | bits/char |\n|---|---:|---:|\n"
+            f"| state carried from window to window | {loss:.4f} | {loss / math.log(2):.4f} |"
+        )
+
     # ------------------------------------------------------------------------------
     # At the end of a run.
     # ------------------------------------------------------------------------------
