@@ -36,6 +36,13 @@ def _keras_embedding_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -0.05, 0.05)
 
 
+def drop_connect(drop: nn.Dropout, params: dict) -> dict:
+    """A cell's `params` with entries of its `recurrent_kernel` dropped by `drop` (a
+    training-mode `nn.Dropout`): DropConnect, AWD-LSTM's weight drop. The masked kernel is
+    just another parameter value, so the engines' loops run as they are."""
+    return {**params, "recurrent_kernel": drop(params["recurrent_kernel"])}
+
+
 class Bidirectional(nn.Module):
     """A bidirectional recurrent layer: `(xs <float>[B, T, E], lengths <int32>[B])` to
     `<float>[B, T, 2H]` (`return_sequences`) or `<float>[B, 2H]` (forward output at the
@@ -69,10 +76,7 @@ class Bidirectional(nn.Module):
         }
         if self.weight_drop and train:  # a fresh mask per direction: two draws of one rng
             drop = nn.Dropout(self.weight_drop, deterministic=False, name="weight_drop")
-            params = {
-                direction: {**p, "recurrent_kernel": drop(p["recurrent_kernel"])}
-                for direction, p in params.items()
-            }
+            params = {direction: drop_connect(drop, p) for direction, p in params.items()}
         return recurrence.stack(
             spec,
             [params],
@@ -269,10 +273,10 @@ class CharLM(nn.Module):
 
     Embedding -> `layers` stacked recurrent layers of `cell` (dropout after each, with
     `train=True` and a "dropout" rng) -> Dense(vocab_size). `weight_drop` drops entries of
-    each layer's `recurrent_kernel` in training, one mask per call (DropConnect, as in
-    `Bidirectional`), leaving the fused loops as they are. `__call__` runs a window from
-    `carries` (zeros when None; the fused engine only runs from zeros) and returns the
-    layers' final carries too; `step` advances every layer by one symbol, for sampling.
+    each layer's `recurrent_kernel` in training, one mask per call (`drop_connect`).
+    `__call__` runs a window from `carries` (zeros when None; the fused engine only runs
+    from zeros) and returns the layers' final carries too; `step` advances every layer by
+    one symbol, for sampling.
     """
 
     vocab_size: int
@@ -294,7 +298,7 @@ class CharLM(nn.Module):
             for d, w in enumerate(widths)
         ]
         self.drop = nn.Dropout(self.dropout_rate)
-        self.weight_dropper = nn.Dropout(self.weight_drop)
+        self.weight_dropper = nn.Dropout(self.weight_drop, deterministic=False)
         self.head = nn.Dense(self.vocab_size)
 
     def __call__(
@@ -308,8 +312,7 @@ class CharLM(nn.Module):
         for d, params in enumerate(self.cells):
             start = None if carries is None else carries[d]
             if self.weight_drop and train:  # a fresh mask per layer and call
-                kernel = self.weight_dropper(params["recurrent_kernel"], deterministic=False)
-                params = {**params, "recurrent_kernel": kernel}
+                params = drop_connect(self.weight_dropper, params)
             x, carry = recurrence.rnn(spec, params, x, lengths, initial_carry=start, **options)
             finals.append(carry)
             x = self.drop(x, deterministic=not train)

@@ -84,7 +84,7 @@ class Sampler:
 
     def __init__(self, task: Any, params: Any):
         self.vocab = task.vocab
-        self.model = task.model.clone(engine="scan", matmul_dtype=None)
+        self.model = task.carried_model
         self.params = params
 
     @classmethod

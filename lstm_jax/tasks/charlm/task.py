@@ -108,6 +108,12 @@ class CharLMTask(Task):
             c.weight_drop,
         )
 
+    @property
+    def carried_model(self) -> CharLM:
+        """`model` on the generic scan in float32, which starts from a given carry (the
+        fused engines start from zeros): for sampling and `stream_loss`."""
+        return self.model.clone(engine="scan", matmul_dtype=None)
+
     # ------------------------------------------------------------------------------
     # Data.
     # ------------------------------------------------------------------------------
@@ -213,7 +219,7 @@ class CharLMTask(Task):
         window with the state carried over (char-rnn's validation), so every character
         but a piece's first sees its whole past; the trainer's windows each start from a
         zero state. Float32 matmuls on the generic scan: the fused engines start from zeros."""
-        model = self.model.clone(engine="scan", matmul_dtype=None)
+        model = self.carried_model
         part, window = self.parts["val"], self.config.window
         streams = max(1, min(streams, (len(part) - 1) // window))
         length = (len(part) - 1) // streams
