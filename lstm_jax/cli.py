@@ -204,9 +204,8 @@ def _generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         num_samples=args.num_samples,
     )
     if args.num_samples == 1:  # one stream, printed as it is drawn
-        print(args.prompt, end="", flush=True)
-        for (piece,) in sampler.stream(args.prompt, args.length, **options):
-            print(piece, end="", flush=True)
+        for i, (piece,) in enumerate(sampler.stream(args.prompt, args.length, **options)):
+            print(("" if i else args.prompt) + piece, end="", flush=True)  # once it is valid
         print()
         return 0
     for i, sample in enumerate(sampler.generate(args.prompt, args.length, **options)):

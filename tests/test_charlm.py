@@ -273,6 +273,8 @@ def test_the_generate_command(tiny_run, capsys):
     assert cli.main(["generate", "--workdir", workdir, "--prompt", "the", "--length", "30"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("the") and len(out) == len("the") + 30 + 1
+    assert cli.main(["generate", "--workdir", workdir, "--prompt", "thZ"]) == 2
+    assert capsys.readouterr().out == ""  # a rejected prompt is not echoed
     args = ["generate", "--workdir", workdir, "--prompt", "the", "--num-samples", "2"]
     assert cli.main([*args, "--length", "10", "--temperature", "0"]) == 0
     out = capsys.readouterr().out
