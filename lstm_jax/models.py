@@ -291,7 +291,11 @@ class CharLM(nn.Module):
 
     def setup(self) -> None:
         spec = get_cell(self.cell)
-        self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+        # Unit normal, as PyTorch's nn.Embedding: Flax's default (std 1/sqrt(embed_dim))
+        # feeds the first layer an input too faint to learn from at first.
+        self.embed = nn.Embed(
+            self.vocab_size, self.embed_dim, embedding_init=nn.initializers.normal(1.0)
+        )
         widths = [self.embed_dim] + [self.hidden] * (self.layers - 1)
         self.cells = [
             self.param(f"layer_{d}", lambda key, w=w: spec.init(key, w, self.hidden))

@@ -145,6 +145,13 @@ def test_one_step_at_a_time_gives_the_window_logits():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_the_embedding_starts_at_unit_scale():
+    # Flax's default, std 1/sqrt(64), made the first epochs learn slowly (docs/charlm.md).
+    model = CharLM(65, hidden=8, layers=1, embed_dim=64)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
+    assert 0.95 < float(jnp.std(params["embed"]["embedding"])) < 1.05
+
+
 def test_the_loss_is_cross_entropy_summed_over_positions(tmp_path, text_file):
     task = _prepared(tmp_path, text_file)
     params = task.init_params(jax.random.key(0))

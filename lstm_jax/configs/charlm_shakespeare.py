@@ -7,9 +7,9 @@ on the matrices) from 3e-3 with cosine decay over 20 epochs, gradient clip 5.
 Command:
     lstm-jax train --config charlm_shakespeare --workdir runs/charlm
     lstm-jax generate --workdir runs/charlm --prompt "ROMEO:" --length 500 --temperature 0.8
-Result (AMD EPYC, 2 cores, 2 JAX devices): validation loss 1.443 nats/char (2.082 bits)
-after 20 epochs of 80-82 s (27.5 minutes); 1.416 when the validation text is read as 64
-streams (docs/charlm.md). Without weight drop (Intel Xeon, 18 minutes): 1.451.
+Result (AMD EPYC, 2 cores, 2 JAX devices): validation loss 1.427 nats/char (2.059 bits)
+after 20 epochs of 80-85 s (27.2 minutes); 1.401 when the validation text is read as 64
+streams (docs/charlm.md). With Flax's default embedding init (std 1/8): 1.443.
 """
 
 from lstm_jax.tasks.charlm import CharLMConfig
