@@ -221,7 +221,7 @@ class CharLMTask(Task):
         zero state. Float32 matmuls on the generic scan: the fused engines start from zeros."""
         model = self.carried_model
         part, window = self.parts["val"], self.config.window
-        streams = max(1, min(streams, (len(part) - 1) // window))
+        streams = self.stream_count(streams)
         length = (len(part) - 1) // streams
         ids = part[np.arange(streams)[:, None] * length + np.arange(length + 1)[None, :]]
         carries, total = model.zero_carries(streams), 0.0
@@ -231,11 +231,16 @@ class CharLMTask(Task):
             total += float(loss)
         return total / (streams * length)
 
+    def stream_count(self, streams: int = STREAMS) -> int:
+        """How many of `streams` pieces `stream_loss` reads: at most one per window."""
+        return max(1, min(streams, (len(self.parts["val"]) - 1) // self.config.window))
+
     def tables(self, params: Any) -> str:
         """`stream_loss` for `lstm-jax evaluate`, beside the windows' test metrics."""
         loss = self.stream_loss(params)
         return (
-            f"| validation read as {STREAMS} streams | nats/char | bits/char |\n|---|---:|---:|\n"
+            f"| validation read as {self.stream_count()} streams | nats/char | bits/char |\n"
+            "|---|---:|---:|\n"
             f"| state carried from window to window | {loss:.4f} | {loss / math.log(2):.4f} |"
         )
 
