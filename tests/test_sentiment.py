@@ -316,6 +316,15 @@ def _check_schedule(tiny_imdb, tmp_path):
     assert cosine[2][0] == 0.0 and constant[2][0] < 0.0
 
 
+def _check_decay_fraction(tiny_imdb, tmp_path):
+    config = CONFIG.replace(epochs=4, clip_norm=0.0, schedule="wsd")  # 4 steps
+    half = _first_updates(config.replace(decay_fraction=0.5), jnp.ones(3), steps=4)
+    whole = _first_updates(config.replace(decay_fraction=1.0), jnp.ones(3), steps=4)
+    peak = -half[0][0]  # held for 3 steps, then 1/2; decaying from the start: 1, 3/4, 1/2, 1/4
+    np.testing.assert_allclose([-u[0] / peak for u in half], [1, 1, 1, 0.5], rtol=1e-4)
+    np.testing.assert_allclose([-u[0] / peak for u in whole], [1, 0.75, 0.5, 0.25], rtol=1e-4)
+
+
 def _check_warmup_epochs(tiny_imdb, tmp_path):
     config = CONFIG.replace(epochs=4, warmup_epochs=2, clip_norm=0.0, learning_rate=1e-2)
     for schedule in ("constant", "cosine"):  # 0, half the rate, then the schedule
@@ -386,6 +395,7 @@ CHECKS = {
     "batch_size": _check_batch_size,
     "learning_rate": _check_learning_rate,
     "schedule": _check_schedule,
+    "decay_fraction": _check_decay_fraction,
     "warmup_epochs": _check_warmup_epochs,
     "clip_norm": _check_clip_norm,
     "ema_decay": _check_ema_decay,

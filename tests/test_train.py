@@ -244,6 +244,18 @@ def test_learning_rate_and_cosine_schedule_reach_the_optimizer():
     assert sizes[10] == pytest.approx(3e-3, rel=1e-4)
 
 
+def test_wsd_holds_the_rate_then_decays_linearly_to_zero():
+    config = CONFIG.replace(
+        schedule="wsd", decay_fraction=0.4, epochs=2, clip_norm=0.0, learning_rate=3e-3
+    )
+    sizes = [-u[0] / 3e-3 for u in _updates(train.make_optimizer(config, 5), [jnp.ones(3)] * 11)]
+    # 10 steps, the last 4 decaying: held through step 6, then 0.75, 0.5, 0.25, 0
+    np.testing.assert_allclose(sizes, [1.0] * 7 + [0.75, 0.5, 0.25, 0.0], atol=1e-4)
+    warm = config.replace(warmup_epochs=0.4)  # 2 steps up, then 3 of the other 8 decaying
+    sizes = [-u[0] / 3e-3 for u in _updates(train.make_optimizer(warm, 5), [jnp.ones(3)] * 11)]
+    np.testing.assert_allclose(sizes, [0, 0.5] + [1.0] * 6 + [2 / 3, 1 / 3, 0], atol=1e-4)
+
+
 def test_clip_norm_reaches_the_optimizer():
     unit = jnp.array([0.6, 0.8, 0.0])
     clipped = train.make_optimizer(CONFIG.replace(clip_norm=1.0))

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self
 from lstm_jax.recurrence import ENGINES, MATMUL_DTYPES
 
 CONFIG_FILE = "config.json"
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
 
 
 class ConfigError(ValueError):
@@ -68,7 +68,17 @@ class TrainConfig:
         1e-3, "Adam's step size (its peak, with a schedule)", low=0, open_low=True
     )
     schedule: str = option(
-        "constant", "learning-rate schedule (cosine: to 0 over the run)", choices=SCHEDULES
+        "constant",
+        "learning-rate schedule (cosine: to 0 over the run; wsd: held, then linearly to 0 "
+        "over the run's last decay_fraction)",
+        choices=SCHEDULES,
+    )
+    decay_fraction: float = option(
+        0.2,
+        "the share of the run (after any warm-up) that wsd decays over",
+        low=0,
+        high=1,
+        open_low=True,
     )
     warmup_epochs: float = option(
         0.0, "epochs of linear warm-up from 0 to the learning rate, then the schedule", low=0

@@ -38,8 +38,9 @@ class TrainState(struct.PyTreeNode):
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """The one place the optimizer is built: optional global-norm clip, then Adam with the
-    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps),
-    after `warmup_epochs` of a linear rise from 0; with `weight_decay`, AdamW's decoupled
+    config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps;
+    wsd: held, then linearly to 0 over the last `decay_fraction` of the steps after the
+    warm-up), after `warmup_epochs` of a linear rise from 0; with `weight_decay`, AdamW's decoupled
     decay on the matrices (biases are not decayed)."""
     peak, total = config.learning_rate, config.epochs * steps_per_epoch
     # At least one step for any warm-up, and at least one step of the schedule after it.
@@ -49,6 +50,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
         rate = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total)
     elif config.schedule == "cosine":  # kept apart: runs without warm-up train as before
         rate = optax.cosine_decay_schedule(peak, total)
+    elif config.schedule == "wsd":
+        rate = _warmup_stable_decay(peak, warmup, total, config.decay_fraction)
     elif warmup:
         rate = optax.linear_schedule(0.0, peak, warmup)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
@@ -56,6 +59,19 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
         return optax.chain(*parts, optax.adam(rate))
     adamw = optax.adamw(rate, weight_decay=config.weight_decay, mask=_matrices)
     return optax.chain(*parts, adamw)
+
+
+def _warmup_stable_decay(peak: float, warmup: int, total: int, fraction: float) -> Any:
+    """The rate rising linearly from 0 over `warmup` steps, held at `peak`, then falling
+    linearly to 0 at step `total` over the last `fraction` of the steps after the warm-up."""
+    decay = max(1, round(fraction * (total - warmup)))
+
+    def rate(step: jax.Array) -> jax.Array:
+        rise = jnp.minimum(1.0, step / warmup) if warmup else 1.0
+        fall = jnp.clip((total - step) / decay, 0.0, 1.0)
+        return peak * jnp.minimum(rise, fall)
+
+    return rate
 
 
 def _matrices(params: Any) -> Any:
