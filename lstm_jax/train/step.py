@@ -40,8 +40,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.Gradi
     """The one place the optimizer is built: optional global-norm clip, then Adam with the
     config's learning-rate schedule (cosine: to 0 over `epochs * steps_per_epoch` steps;
     wsd: held, then linearly to 0 over the last `decay_fraction` of the steps after the
-    warm-up), after `warmup_epochs` of a linear rise from 0; with `weight_decay`, AdamW's decoupled
-    decay on the matrices (biases are not decayed)."""
+    warm-up), after `warmup_epochs` of a linear rise from 0; with `weight_decay`, AdamW's
+    decoupled decay on the matrices (biases are not decayed)."""
     peak, total = config.learning_rate, config.epochs * steps_per_epoch
     # At least one step for any warm-up, and at least one step of the schedule after it.
     warmup = min(math.ceil(config.warmup_epochs * steps_per_epoch), total - 1)
