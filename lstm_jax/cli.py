@@ -163,9 +163,10 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lstm_jax import train
 
     task = tasks.load(args.workdir, args.data)
-    results = train.evaluate(task, args.workdir)
-    print(json.dumps(results, indent=2))
-    tables = task.tables(train.load_params(task, args.workdir))
+    task.prepare(Path(args.workdir), ("test",))
+    params = train.load_params(task, args.workdir)  # once, for the metrics and the tables
+    print(json.dumps(train.evaluate(task, args.workdir, params), indent=2))
+    tables = task.tables(params)
     if tables:
         print(f"\n{tables}")
     return 0

@@ -127,6 +127,11 @@ def test_the_best_validation_epoch_is_kept_and_tested(finished_run):
         {"loss": results["test_loss"], "accuracy": results["test_accuracy"]}
     )
     assert task.prepared == [("test",)]  # evaluation reads the test split only
+    params = train.load_params(task, workdir)
+    assert train.evaluate(task, workdir, params) == pytest.approx(
+        {"loss": results["test_loss"], "accuracy": results["test_accuracy"]}
+    )
+    assert task.prepared == [("test",)]  # given the parameters, it prepares nothing again
 
 
 def test_same_seed_gives_same_metrics(finished_run, tmp_path):

@@ -231,10 +231,13 @@ def load_params(task: Task, workdir: str | Path) -> Any:
     return checkpoints.restore_state(states, state)[0].eval_params
 
 
-def evaluate(task: Task, workdir: str | Path) -> dict[str, float]:
+def evaluate(task: Task, workdir: str | Path, params: Any = None) -> dict[str, float]:
     """Test metrics of the run in `workdir` (its best parameters), the task given with the
-    run's config (`lstm_jax.tasks.load`)."""
+    run's config (`lstm_jax.tasks.load`). A caller that holds the parameters already
+    (`load_params`, after `task.prepare(workdir, ("test",))`) passes them: nothing is
+    prepared or restored again."""
     read_config_json(workdir)  # a clear error where `workdir` holds no run
-    task.prepare(Path(workdir), ("test",))
-    params = load_params(task, workdir)
+    if params is None:
+        task.prepare(Path(workdir), ("test",))
+        params = load_params(task, workdir)
     return Trainer(task).evaluate(params, task.batches("test"))
