@@ -6,7 +6,8 @@ on random windows of Tiny Shakespeare, after a warm-up, median over the timed st
     .venv/bin/python benchmarks/charlm_step.py --devices 1 --matmul-dtype bfloat16
 
 `--devices N` splits the CPU into N JAX devices (as `lstm-jax` does with all cores) before
-JAX starts; the step is data-parallel over them.
+JAX starts; the step is data-parallel over them. Malloc is tuned as `lstm-jax` tunes it
+(`host.tune_malloc`) unless `--malloc default`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,22 @@ def main() -> None:
     parser.add_argument("--matmul-dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--engine", default="fused")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's (64)")
     parser.add_argument("--text", default=None, help="default: the config's")
+    parser.add_argument(
+        "--malloc", default="tuned", choices=("tuned", "default"), help="as `lstm-jax` runs"
+    )
     args = parser.parse_args()
+    if args.malloc == "tuned":
+        host.tune_malloc()
     host.configure(args.devices)
     import jax
 
     config = configs.get("charlm_shakespeare").replace(
         matmul_dtype=args.matmul_dtype, engine=args.engine
     )
+    if args.batch_size is not None:
+        config = config.replace(batch_size=args.batch_size)
     task = tasks.build(config, args.text)
     with tempfile.TemporaryDirectory() as workdir:
         task.prepare(Path(workdir))
