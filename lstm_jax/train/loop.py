@@ -236,8 +236,8 @@ def evaluate(task: Task, workdir: str | Path, params: Any = None) -> dict[str, f
     run's config (`lstm_jax.tasks.load`). A caller that holds the parameters already
     (`load_params`, after `task.prepare(workdir, ("test",))`) passes them: nothing is
     prepared or restored again."""
-    read_config_json(workdir)  # a clear error where `workdir` holds no run
     if params is None:
+        read_config_json(workdir)  # a clear error where `workdir` holds no run
         task.prepare(Path(workdir), ("test",))
         params = load_params(task, workdir)
     return Trainer(task).evaluate(params, task.batches("test"))
