@@ -100,9 +100,10 @@ def tune_malloc() -> bool:
     mapped anew and page-faulted in on every step (a quarter to a half of the step's time
     on the 2-core VMs, `docs/cpu_hosts.md`). One arena is the main heap, which grows as
     needed and, with the thresholds raised, keeps its memory for the next step. The
-    process then keeps its peak memory, and multi-threaded native code (the tokenizer)
-    queues on the one arena. Call it first, before JAX starts: a thread that has already
-    allocated keeps its own arena.
+    process then keeps its peak memory, and threads that allocate small objects at a high
+    rate queue on the one arena's lock: the IMDB tokenizer on two threads took 2x as long
+    as on one, so this also sets `$TOKENIZERS_PARALLELISM` to false unless it is set. Call
+    it first, before JAX starts: a thread that has already allocated keeps its own arena.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
@@ -118,7 +119,10 @@ def tune_malloc() -> bool:
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     options = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 2**31 - 1), (_M_TRIM_THRESHOLD, 2**31 - 1))
-    return all(mallopt(option, value) == 1 for option, value in options)
+    if not all(mallopt(option, value) == 1 for option, value in options):
+        return False
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read by each tokenizers call
+    return True
 
 
 def start_distributed(
