@@ -52,6 +52,14 @@ def test_train_step_changes_every_parameter(tmp_path):
     assert int(state.step) == 1 and float(sums["count"]) == CONFIG.batch_size
 
 
+def test_the_state_starts_from_the_tasks_own_initial_parameters(tmp_path):
+    """init_state jits init_params: the values are those of calling it."""
+    task = _prepared(tmp_path=tmp_path)
+    state = train.Trainer(task).init_state()
+    _leaves_equal(state.params, task.init_params(jax.random.key(CONFIG.seed)))
+    assert int(state.step) == 0
+
+
 def test_data_parallel_step_matches_one_device(tmp_path):
     """Two devices, each with half the batch, take the same step as one device."""
     assert len(jax.devices()) == 2  # tests/conftest.py splits the CPU in two

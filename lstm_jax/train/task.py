@@ -51,7 +51,8 @@ class Task(Protocol):
         ...
 
     def init_params(self, key: jax.Array) -> Any:
-        """The model's initial parameters from `key`."""
+        """The model's initial parameters from `key` (a pure function of it: the
+        trainer jits it)."""
         ...
 
     def metrics(
