@@ -8,7 +8,8 @@ when called:
   XLA's CPU runtime runs each small step of a recurrence on one core. Call it before any
   JAX computation. On a GPU or TPU backend it changes nothing that trains.
 - `tune_malloc()`: keep each step's large temporaries in glibc's heap for reuse, instead of
-  mapping and page-faulting them anew every step. Call it first, before JAX starts.
+  mapping and page-faulting them anew every step (and the tokenizer on one thread, which
+  the one heap serves faster than two). Call it first, before JAX starts.
 - `use_compilation_cache()`: JAX's persistent compilation cache in a folder, so a second
   run, a resumed run, `evaluate` and `predict` load their compiled steps instead of
   compiling them again.
@@ -101,9 +102,9 @@ def tune_malloc() -> bool:
     on the 2-core VMs, `docs/cpu_hosts.md`). One arena is the main heap, which grows as
     needed and, with the thresholds raised, keeps its memory for the next step. The
     process then keeps its peak memory, and threads that allocate small objects at a high
-    rate queue on the one arena's lock: the IMDB tokenizer on two threads took 2x as long
-    as on one, so this also sets `$TOKENIZERS_PARALLELISM` to false unless it is set. Call
-    it first, before JAX starts: a thread that has already allocated keeps its own arena.
+    rate queue on the one arena's lock: the IMDB tokenizer took longer on two threads than
+    on one, so this also sets `$TOKENIZERS_PARALLELISM` to false unless it is set. Call it
+    first, before JAX starts: a thread that has already allocated keeps its own arena.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

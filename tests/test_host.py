@@ -184,7 +184,7 @@ def test_tuned_malloc_reuses_a_threads_large_blocks_instead_of_faulting_them_in(
 
 
 _PARALLELISM = """
-import os, sys
+import os
 from lstm_jax import host
 assert host.tune_malloc()
 print(os.environ.get("TOKENIZERS_PARALLELISM"))
