@@ -164,19 +164,25 @@ print(min(faults[1:]))
 """
 
 
-@pytest.mark.slow
-def test_tuned_malloc_reuses_a_threads_large_blocks_instead_of_faulting_them_in():
+def _python(script, *args, env=None):
+    """stdout of `script` run in a new Python process (glibc only: skipped elsewhere)."""
     import platform
     import subprocess
     import sys
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("tune_malloc tunes glibc's malloc only")
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
+
+@pytest.mark.slow
+def test_tuned_malloc_reuses_a_threads_large_blocks_instead_of_faulting_them_in():
     def faults(mode):
-        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        return int(out.stdout)
+        return int(_python(_FAULTS, mode))
 
     pages = 100 * 2**20 // 4096
     assert faults("default") > pages // 2  # importing lstm_jax tuned nothing: mapped anew
@@ -194,23 +200,10 @@ print(os.environ.get("TOKENIZERS_PARALLELISM"))
 @pytest.mark.slow
 def test_tuned_malloc_turns_off_the_tokenizers_threads_unless_the_user_chose():
     import os
-    import platform
-    import subprocess
-    import sys
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("tune_malloc tunes glibc's malloc only")
 
     def parallelism(**env):
         environ = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
-        out = subprocess.run(
-            [sys.executable, "-c", _PARALLELISM],
-            capture_output=True,
-            text=True,
-            env={**environ, **env},
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
+        return _python(_PARALLELISM, env={**environ, **env})
 
     assert parallelism() == "false"  # two threads on one arena took longer than one
     assert parallelism(TOKENIZERS_PARALLELISM="true") == "true"
