@@ -210,6 +210,21 @@ def test_joined_is_the_concatenation_cast(widths):
         )
 
 
+@pytest.mark.parametrize("operands", [jnp.bfloat16, jnp.float32])
+def test_stored_gate_grads_are_the_concatenation_at_step_t(operands):
+    """The backward step's `dz`, written gate by gate (16-bit) or concatenated (float32):
+    the same values as `concatenate(parts).astype(operands)`, at step t and nowhere else."""
+    parts = [jax.random.normal(jax.random.PRNGKey(k), (2, 3, 16)) for k in range(4)]
+    before = jax.random.randint(jax.random.PRNGKey(9), (2, 5, 3, 64), 0, 2**15)
+    before = before.astype(fused._bits(operands))
+    dz_all, dz = fused._stored_gate_grads(before, parts, jnp.int32(2), operands)
+    expected = jnp.concatenate(parts, axis=-1).astype(operands)
+    np.testing.assert_array_equal(dz, expected)
+    np.testing.assert_array_equal(jax.lax.bitcast_convert_type(dz_all[:, 2], operands), expected)
+    others = np.array([0, 1, 3, 4])
+    np.testing.assert_array_equal(dz_all[:, others], before[:, others])
+
+
 def _loop_bodies(compiled_hlo: str) -> list[str]:
     """The text of every while loop's body computation in an optimised HLO module."""
     names = re.findall(r" while\(.*?body=%([\w.\-]+)", compiled_hlo)
@@ -223,7 +238,8 @@ def _loop_bodies(compiled_hlo: str) -> list[str]:
 def test_bfloat16_loop_steps_join_their_matmul_inputs_inside_a_fusion():
     """With bfloat16 matmuls, neither loop runs a concatenation as an op of its own: XLA
     on CPU never fuses one along the minor axis, and the forward step's `[x_t, h]` and
-    the backward step's `dz` then took three and six ops where one does (`_joined`)."""
+    the backward step's `dz` then took three and six ops where one does (`_joined`;
+    the backward step now writes `dz` part by part, `_stored_gate_grads`)."""
     features, hidden, lengths = 48, 64, jnp.array([4, 2], jnp.int32)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     params = {
