@@ -135,9 +135,9 @@ def _joined(parts: list[Array], operands: Any) -> Array:
 def _stored_gate_grads(
     dz_all: Array, parts: list[Array], t: Array, operands: Any
 ) -> tuple[Array, Array]:
-    """Store step t's `dz = [dz_i, dz_f, dz_g, dz_o]` (the four gates' `parts`) in
-    `operands` in `dz_all` (`[D, time, batch, 4H]`, as `_bits`); returns the updated
-    `dz_all` and `dz` for the step's matmul.
+    """Store step t's `dz = [dz_i, dz_f, dz_g, dz_o]` (the four gates' `parts`, cast to
+    `operands`) in `dz_all` (`[D, time, batch, 4H]`, stored as `_bits`); returns the
+    updated `dz_all` and `dz` for the step's matmul.
 
     With 16-bit operands each part is cast and written into its gate's columns (four
     in-place updates) and `dz` read back, instead of one fused concatenation and cast:
