@@ -13,7 +13,8 @@ Result (AMD EPYC, 2 cores, 2 JAX devices): validation loss 1.4241 nats/char (2.0
 after 14 epochs (19.6 minutes of training steps); 1.398 when the validation text is read
 as 64 streams (docs/charlm.md); 1.4275, 1.4323, 1.4303 and 1.4357 with seeds 1 to 4 (mean
 of the five 1.4300). Without the warm-up, seeds 0-2: 1.4298, 1.442 and 1.4294 (mean 1.434,
-against 1.428 with it). Intel Xeon with AMX, seed 0: 1.4233 in 14.0 minutes.
+against 1.428 with it). Intel Xeon with AMX, seeds 0 and 1: 1.4233 and 1.4300 in 14.0
+minutes.
 """
 
 from lstm_jax.tasks.charlm import CharLMConfig
