@@ -148,7 +148,7 @@ def _stored_gate_grads(
     stays: the parts written one by one were level or slower.
     """
     if jnp.dtype(operands).itemsize != 2:
-        dz = jnp.concatenate(parts, axis=-1).astype(operands)
+        dz = _joined(parts, operands)  # the plain concatenation and cast
         return _put(dz_all, dz, t), dz
     hidden = parts[0].shape[-1]
     for k, part in enumerate(parts):
