@@ -8,8 +8,8 @@ when called:
   XLA's CPU runtime runs each small step of a recurrence on one core. Call it before any
   JAX computation. On a GPU or TPU backend it changes nothing that trains.
 - `tune_malloc()`: keep each step's large temporaries in glibc's heap for reuse, instead of
-  mapping and page-faulting them anew every step (and the tokenizer on one thread, which
-  the one heap serves faster than two). Call it first, before JAX starts.
+  mapping and page-faulting them anew every step. Call it first, before JAX starts;
+  `one_malloc_arena()` says whether it applied.
 - `use_compilation_cache()`: JAX's persistent compilation cache in a folder, so a second
   run, a resumed run, `evaluate` and `predict` load their compiled steps instead of
   compiling them again.
@@ -88,6 +88,7 @@ def configure(cpu_devices: int | None = None) -> int:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt options
+_one_arena = False  # set by tune_malloc(): a fact about the process, read by one_malloc_arena()
 
 
 def tune_malloc() -> bool:
@@ -102,10 +103,12 @@ def tune_malloc() -> bool:
     on the 2-core VMs, `docs/cpu_hosts.md`). One arena is the main heap, which grows as
     needed and, with the thresholds raised, keeps its memory for the next step. The
     process then keeps its peak memory, and threads that allocate small objects at a high
-    rate queue on the one arena's lock: the IMDB tokenizer took longer on two threads than
-    on one, so this also sets `$TOKENIZERS_PARALLELISM` to false unless it is set. Call it
-    first, before JAX starts: a thread that has already allocated keeps its own arena.
+    rate queue on the one arena's lock (the IMDB tokenizer's two threads took 3-4 times as
+    long as on their own arenas, so the sentiment task tokenizes in a child process when
+    `one_malloc_arena()`). Call it first, before JAX starts: a thread that has already
+    allocated keeps its own arena.
     """
+    global _one_arena
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     if backends_started():
@@ -122,8 +125,13 @@ def tune_malloc() -> bool:
     options = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, 2**31 - 1), (_M_TRIM_THRESHOLD, 2**31 - 1))
     if not all(mallopt(option, value) == 1 for option, value in options):
         return False
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # read by each tokenizers call
+    _one_arena = True
     return True
+
+
+def one_malloc_arena() -> bool:
+    """Whether `tune_malloc()` has put this process on one malloc arena."""
+    return _one_arena
 
 
 def start_distributed(

@@ -112,6 +112,49 @@ def test_a_start_that_fails_on_its_data_can_simply_be_retried(tiny_imdb, tmp_pat
     assert results["epochs"] == 1
 
 
+@pytest.mark.slow
+def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
+    tiny_imdb, tmp_path, monkeypatch
+):
+    from lstm_jax import host
+    from lstm_jax.tasks.sentiment import task as task_lib
+
+    here = _prepared(CONFIG, tiny_imdb, tmp_path / "here")
+    monkeypatch.setattr(host, "one_malloc_arena", lambda: True)
+    monkeypatch.setattr(task_lib, "_encode_splits", None)  # so only a child can encode
+    child = _prepared(CONFIG, tiny_imdb, tmp_path / "child")
+    assert (tmp_path / "here/tokenizer.json").read_bytes() == (
+        tmp_path / "child/tokenizer.json"
+    ).read_bytes()
+    for name in ("train", "val", "test"):
+        a, b = here.splits[name], child.splits[name]
+        assert len(a.tokens) == len(b.tokens) > 0
+        assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
+        assert np.array_equal(a.labels, b.labels)
+    test_only = SentimentTask(CONFIG, data=tiny_imdb)
+    test_only.prepare(tmp_path / "child", ("test",))
+    assert list(test_only.splits) == ["test"] and len(test_only.splits["test"].tokens) > 0
+    vocabulary_only = SentimentTask(CONFIG, data=tmp_path / "missing")  # reads no reviews
+    vocabulary_only.prepare(tmp_path / "child", ())
+    assert vocabulary_only.splits == {} and vocabulary_only.tokenizer is not None
+    with pytest.raises(data_lib.DataError, match="does not exist"):  # raised in the child
+        SentimentTask(CONFIG, data=tmp_path / "missing").prepare(tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_a_child_that_cannot_start_leaves_the_work_to_this_process(
+    tiny_imdb, tmp_path, monkeypatch
+):
+    from lstm_jax import host
+    from lstm_jax.tasks.sentiment import task as task_lib
+
+    monkeypatch.setattr(host, "one_malloc_arena", lambda: True)
+    monkeypatch.setattr(task_lib.sys, "executable", str(tmp_path / "no-python"))
+    with pytest.warns(UserWarning, match="without an answer"):
+        task = _prepared(CONFIG, tiny_imdb, tmp_path)
+    assert len(task.splits["train"].tokens) > 0
+
+
 # ----------------------------------------------------------------------------------
 # Every config field reaches what it controls. A new field without a check here fails
 # `test_every_config_field_is_checked`.

@@ -8,6 +8,11 @@ IMDB's training split; the test split is read once, at the end of a run.
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import subprocess
+import sys
+import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lstm_jax import host
 from lstm_jax.models import HEADS, KINDS, SentimentClassifier
 from lstm_jax.tasks.sentiment import data as data_lib
 from lstm_jax.tasks.sentiment.tokenizer import SubwordTokenizer
@@ -112,35 +118,22 @@ class SentimentTask(Task):
     def prepare(self, workdir: Path, splits: Sequence[str] = SPLITS) -> None:
         """Load IMDB, hold out the validation slice, learn (or reload) the vocabulary from
         the training texts and encode `splits`; without "train", the run's saved
-        vocabulary is read (a clear error if `workdir` has none)."""
-        path = Path(workdir) / TOKENIZER_FILE
-        if "train" in splits:
-            texts = self._texts(splits)
-            self.tokenizer = SubwordTokenizer.load_or_train(
-                path,
-                texts["train"].texts,
-                self.config.vocab_size,
-                normalize=self.config.normalize_text,
-            )
-        else:
-            self.tokenizer = load_tokenizer(workdir, self.config)
-            texts = self._texts(splits) if splits else {}
-        self.splits = {
-            name: Encoded(self.tokenizer.encode_batch(split.texts), split.labels)
-            for name, split in texts.items()
-        }
+        vocabulary is read (a clear error if `workdir` has none).
 
-    def _texts(self, splits: Sequence[str]) -> dict[str, data_lib.Split]:
-        config = self.config
-        imdb = data_lib.load_imdb(self.data)
-        texts = {"test": imdb["test"]}
-        if {"train", "val"} & set(splits):
-            train, val = data_lib.split_validation(imdb["train"], config.val_fraction, config.seed)
-            if config.max_train_examples is not None:  # a seeded sample; the split is sorted
-                order = np.random.default_rng(config.seed).permutation(len(train))
-                train = train.take(np.sort(order[: config.max_train_examples]))
-            texts.update(train=train, val=val)
-        return {name: texts[name] for name in splits}
+        In a process on one malloc arena (`host.one_malloc_arena()`, as `lstm-jax` runs)
+        this work runs in a child Python process on glibc's own arenas, where the
+        tokenizer's threads do not queue on the one arena's lock.
+        """
+        path = Path(workdir) / TOKENIZER_FILE
+        if "train" not in splits:
+            self.tokenizer = load_tokenizer(workdir, self.config)
+        if not splits:  # the vocabulary alone, for predictions
+            self.splits = {}
+            return
+        run = _in_child if host.one_malloc_arena() else _encode_splits
+        self.splits = run(self.config, self.data, path, tuple(splits))
+        if "train" in splits:
+            self.tokenizer = SubwordTokenizer.load(path)
 
     def init_params(self, key: jax.Array) -> Any:
         tokens = jnp.zeros((1, 1), jnp.int32)
@@ -214,3 +207,76 @@ def load_tokenizer(workdir: str | Path, config: SentimentConfig) -> SubwordToken
             f"{config.vocab_size}: the directory mixes two runs; train it again with --overwrite"
         )
     return tokenizer
+
+
+def _texts(
+    config: SentimentConfig, data: str | Path | None, splits: Sequence[str]
+) -> dict[str, data_lib.Split]:
+    imdb = data_lib.load_imdb(data)
+    texts = {"test": imdb["test"]}
+    if {"train", "val"} & set(splits):
+        train, val = data_lib.split_validation(imdb["train"], config.val_fraction, config.seed)
+        if config.max_train_examples is not None:  # a seeded sample; the split is sorted
+            order = np.random.default_rng(config.seed).permutation(len(train))
+            train = train.take(np.sort(order[: config.max_train_examples]))
+        texts.update(train=train, val=val)
+    return {name: texts[name] for name in splits}
+
+
+def _encode_splits(
+    config: SentimentConfig, data: str | Path | None, path: Path, splits: Sequence[str]
+) -> dict[str, Encoded]:
+    """`splits` encoded with the vocabulary at `path`, learnt from the training texts and
+    saved there first when "train" is among them."""
+    texts = _texts(config, data, splits)
+    if "train" in splits:
+        tokenizer = SubwordTokenizer.load_or_train(
+            path, texts["train"].texts, config.vocab_size, normalize=config.normalize_text
+        )
+    else:
+        tokenizer = SubwordTokenizer.load(path)
+    return {
+        name: Encoded(tokenizer.encode_batch(split.texts), split.labels)
+        for name, split in texts.items()
+    }
+
+
+def _in_child(*args: Any) -> dict[str, Encoded]:
+    """`_encode_splits(*args)` in a new Python process (with this one's `sys.path`,
+    environment and stderr); its exception is raised here. A child that ends without an
+    answer leaves the work to this process, with a warning."""
+    with tempfile.TemporaryDirectory(prefix="lstm_jax_prepare_") as folder:
+        answer = Path(folder) / "answer.pickle"
+        # sys.path comes first, in a pickle of plain values: the child needs it to import us.
+        request = pickle.dumps((sys.path, pickle.dumps((args, answer))))
+        code = (
+            "import pickle, sys; path, request = pickle.load(sys.stdin.buffer); "
+            f"sys.path[:] = path; from {__name__} import _child_main; _child_main(request)"
+        )
+        try:
+            done = subprocess.run([sys.executable, "-c", code], input=request, check=False)
+            ended = f"ended (status {done.returncode})"
+        except OSError as error:  # no Python to start
+            ended = f"did not start ({error})"
+        if answer.is_file():
+            ok, value = pickle.loads(answer.read_bytes())
+            if not ok:
+                raise value
+            return value
+    warnings.warn(
+        f"the child process that tokenizes the reviews {ended} without an answer; "
+        "tokenizing in this process instead, slower on one malloc arena",
+        stacklevel=3,
+    )
+    return _encode_splits(*args)
+
+
+def _child_main(request: bytes) -> None:
+    """The child's side of `_in_child`: `_encode_splits` of the request's arguments, its
+    result or its exception written to the file the request names."""
+    args, answer = pickle.loads(request)
+    try:
+        result = (True, _encode_splits(*args))
+    except Exception as error:  # handed to the parent, which raises it
+        result = (False, error)
+    answer.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
