@@ -131,9 +131,7 @@ class SentimentTask(Task):
             self.splits = {}
             return
         run = _in_child if host.one_malloc_arena() else _encode_splits
-        self.splits = run(self.config, self.data, path, tuple(splits))
-        if "train" in splits:
-            self.tokenizer = SubwordTokenizer.load(path)
+        self.tokenizer, self.splits = run(self.config, self.data, path, tuple(splits))
 
     def init_params(self, key: jax.Array) -> Any:
         tokens = jnp.zeros((1, 1), jnp.int32)
@@ -225,9 +223,9 @@ def _texts(
 
 def _encode_splits(
     config: SentimentConfig, data: str | Path | None, path: Path, splits: Sequence[str]
-) -> dict[str, Encoded]:
-    """`splits` encoded with the vocabulary at `path`, learnt from the training texts and
-    saved there first when "train" is among them."""
+) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
+    """The vocabulary at `path` (learnt from the training texts and saved there first when
+    "train" is among `splits`) and `splits` encoded with it."""
     texts = _texts(config, data, splits)
     if "train" in splits:
         tokenizer = SubwordTokenizer.load_or_train(
@@ -235,13 +233,13 @@ def _encode_splits(
         )
     else:
         tokenizer = SubwordTokenizer.load(path)
-    return {
+    return tokenizer, {
         name: Encoded(tokenizer.encode_batch(split.texts), split.labels)
         for name, split in texts.items()
     }
 
 
-def _in_child(*args: Any) -> dict[str, Encoded]:
+def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     """`_encode_splits(*args)` in a new Python process (with this one's `sys.path`,
     environment and stderr); its exception is raised here. A child that ends without an
     answer leaves the work to this process, with a warning."""
