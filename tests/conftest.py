@@ -1,10 +1,18 @@
 """Strict JAX settings for every test: rank promotion raises, float32 matmuls are exact;
-two CPU devices, so training runs data-parallel as it does on a 2-core host; no compilation
-cache for the commands the tests run. XLA's own kernels are compiled without LLVM
-optimisation (the same arithmetic, compiled about a third faster), except the trainer's
-steps, which name their own level."""
+two CPU devices, so training runs data-parallel as it does on a 2-core host. XLA's own
+kernels are compiled without LLVM optimisation (the same arithmetic, compiled about a third
+faster), except the trainer's steps, which name their own level.
+
+One compilation cache per test run, in a temporary folder that the run's workers share
+and that goes when the run ends (`$LSTM_JAX_TEST_CACHE` names a folder to keep instead):
+many tests compile the same programs (the same tiny model, step and shapes), and each is
+compiled once, which takes a quarter off the fast tier. The commands that tests start in
+a new process use no cache, so nothing lands in the user's."""
 
 import os
+import shutil
+import tempfile
+import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -12,11 +20,17 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = flags.strip()
 
 import jax
+from jax._src import compilation_cache
 
 from lstm_jax import host
 
 host.configure(cpu_devices=2)
 os.environ[host.ENV_CACHE] = "0"  # the CLI's compilation cache: not in the tests' home
+# Made by the first process to import this file (xdist's controller, or pytest without
+# workers); the workers inherit the variable, so they share the folder.
+_CACHE_OWNER = "LSTM_JAX_TEST_CACHE" not in os.environ
+if _CACHE_OWNER:
+    os.environ["LSTM_JAX_TEST_CACHE"] = tempfile.mkdtemp(prefix="lstm_jax_tests_xla_")
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -25,6 +39,26 @@ jax.config.update("jax_default_matmul_precision", "highest")
 import pytest  # noqa: E402
 
 from lstm_jax.tasks.sentiment.data import write_toy_imdb  # noqa: E402
+
+
+def pytest_configure(config):
+    """Turn the run's compilation cache on in every process that runs tests, caching every
+    program however fast it compiles; off, and the run goes on, where this machine's XLA
+    does not load what it cached (`host.use_compilation_cache`)."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # xdist's controller runs no test
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        if host.use_compilation_cache(os.environ["LSTM_JAX_TEST_CACHE"]) is not None:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            # No size cap: with one, JAX scans the whole folder at every write to evict.
+            jax.config.update("jax_compilation_cache_max_size", -1)
+            compilation_cache.reset_cache()
+
+
+def pytest_unconfigure(config):
+    if _CACHE_OWNER:
+        shutil.rmtree(os.environ["LSTM_JAX_TEST_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

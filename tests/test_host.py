@@ -3,6 +3,7 @@ split the CPU in two)."""
 
 import jax
 import pytest
+from jax._src import compilation_cache
 
 from lstm_jax import host
 
@@ -61,8 +62,18 @@ def test_compilation_cache_folder_follows_the_environment(monkeypatch):
 
 @pytest.fixture
 def no_cache_after():
-    yield
+    """The cache off for the test (as a new process has it), the test run's own after it."""
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_compilation_cache_max_size",
+    )
+    saved = {name: getattr(jax.config, name) for name in names}
     host._cache_options(None)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 
 def test_a_cache_folder_that_cannot_be_made_leaves_the_cache_off(tmp_path, no_cache_after):
