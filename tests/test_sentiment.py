@@ -114,7 +114,7 @@ def test_a_start_that_fails_on_its_data_can_simply_be_retried(tiny_imdb, tmp_pat
 
 @pytest.mark.slow
 def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
-    tiny_imdb, tmp_path, monkeypatch
+    tiny_imdb, tmp_path, monkeypatch, capfd
 ):
     from lstm_jax import host
     from lstm_jax.tasks.sentiment import task as task_lib
@@ -139,6 +139,7 @@ def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
     assert vocabulary_only.splits == {} and vocabulary_only.tokenizer is not None
     with pytest.raises(data_lib.DataError, match="does not exist"):  # raised in the child
         SentimentTask(CONFIG, data=tmp_path / "missing").prepare(tmp_path / "bad")
+    assert capfd.readouterr().err == ""  # every child ended quietly
 
 
 @pytest.mark.slow
@@ -153,6 +154,22 @@ def test_a_child_that_cannot_start_leaves_the_work_to_this_process(
     with pytest.warns(UserWarning, match="without an answer"):
         task = _prepared(CONFIG, tiny_imdb, tmp_path)
     assert len(task.splits["train"].tokens) > 0
+
+
+@pytest.mark.slow
+def test_the_child_ends_when_its_parent_closes_the_pipe_or_dies():
+    import subprocess
+    import sys
+
+    code = (
+        "from lstm_jax.tasks.sentiment.task import _exit_with_parent; _exit_with_parent(); "
+        "print('watching', flush=True); import time; time.sleep(60)"
+    )
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    with subprocess.Popen([sys.executable, "-c", code], **pipes) as child:
+        assert child.stdout.readline() == "watching\n"  # alive while the pipe is open
+        child.stdin.close()  # what the kernel does to a pipe when its parent dies
+        assert child.wait(timeout=20) == 1  # long before its minute of sleep
 
 
 # ----------------------------------------------------------------------------------

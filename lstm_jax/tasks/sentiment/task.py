@@ -8,10 +8,12 @@ IMDB's training split; the test split is read once, at the end of a run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -242,7 +244,11 @@ def _encode_splits(
 def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     """`_encode_splits(*args)` in a new Python process (with this one's `sys.path`,
     environment and stderr); its exception is raised here. A child that ends without an
-    answer leaves the work to this process, with a warning."""
+    answer leaves the work to this process, with a warning.
+
+    The child's stdin stays open while this process waits: when this process ends early
+    (killed, or interrupted here), the pipe closes and the child ends too
+    (`_exit_with_parent`), instead of tokenizing on for nobody."""
     with tempfile.TemporaryDirectory(prefix="lstm_jax_prepare_") as folder:
         answer = Path(folder) / "answer.pickle"
         # sys.path comes first, in a pickle of plain values: the child needs it to import us.
@@ -252,10 +258,22 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
             f"sys.path[:] = path; from {__name__} import _child_main; _child_main(request)"
         )
         try:
-            done = subprocess.run([sys.executable, "-c", code], input=request, check=False)
-            ended = f"ended (status {done.returncode})"
+            child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
         except OSError as error:  # no Python to start
             ended = f"did not start ({error})"
+        else:
+            try:
+                child.stdin.write(request)
+                child.stdin.flush()
+            except BrokenPipeError:
+                pass  # the child ended before reading: its status says why
+            try:
+                ended = f"ended (status {child.wait()})"
+            finally:
+                if child.poll() is None:  # interrupted while waiting
+                    child.kill()
+                    child.wait()
+                child.stdin.close()
         if answer.is_file():
             ok, value = pickle.loads(answer.read_bytes())
             if not ok:
@@ -272,9 +290,24 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
 def _child_main(request: bytes) -> None:
     """The child's side of `_in_child`: `_encode_splits` of the request's arguments, its
     result or its exception written to the file the request names."""
+    _exit_with_parent()
     args, answer = pickle.loads(request)
     try:
         result = (True, _encode_splits(*args))
     except Exception as error:  # handed to the parent, which raises it
         result = (False, error)
     answer.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _exit_with_parent() -> None:
+    """End this process as soon as its stdin reaches its end: the parent closed the pipe,
+    or was killed (a thread that waits for it). The thread reads the file descriptor, not
+    `sys.stdin`, whose lock it would hold while the interpreter shuts down."""
+    fd = sys.stdin.fileno()
+
+    def watch() -> None:
+        while os.read(fd, 1 << 16):
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
