@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         host.use_compilation_cache()
         return args.run(args, args.parser)
+    except KeyboardInterrupt:  # outside the training loop, which saves and says how to resume
+        print(f"lstm-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
         if several:

@@ -143,6 +143,15 @@ def test_every_command_uses_the_compilation_cache(monkeypatch, capsys):
     assert used == [True] and "Total params: 598,209" in capsys.readouterr().out
 
 
+def test_ctrl_c_outside_the_training_loop_ends_without_a_traceback(monkeypatch, capsys):
+    def interrupted(cpu_devices=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(host, "configure", interrupted)
+    assert cli.main(["summary"]) == 130
+    assert capsys.readouterr().err == "lstm-jax summary: interrupted\n"
+
+
 def test_cpu_devices_must_be_positive(capsys):
     assert "--cpu-devices: must be at least 1" in _usage_error(
         ["--cpu-devices", "0", "summary"], capsys
