@@ -42,18 +42,21 @@ from lstm_jax.tasks.sentiment.data import write_toy_imdb  # noqa: E402
 
 
 def pytest_configure(config):
-    """Turn the run's compilation cache on in every process that runs tests, caching every
-    program however fast it compiles; off, and the run goes on, where this machine's XLA
-    does not load what it cached (`host.use_compilation_cache`)."""
-    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
-        return  # xdist's controller runs no test
+    """Turn the run's compilation cache on, caching every program however fast it compiles;
+    off, and the run goes on, where this machine's XLA does not load what it cached.
+
+    `host.use_compilation_cache` checks that once per folder, in the first process here
+    (xdist's controller configures before it starts the workers, which read its verdict):
+    its check writes in the way of a capped cache, which trips over the entries that a
+    worker already running would write without a cap."""
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        if host.use_compilation_cache(os.environ["LSTM_JAX_TEST_CACHE"]) is not None:
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            # No size cap: with one, JAX scans the whole folder at every write to evict.
-            jax.config.update("jax_compilation_cache_max_size", -1)
-            compilation_cache.reset_cache()
+        on = host.use_compilation_cache(os.environ["LSTM_JAX_TEST_CACHE"]) is not None
+    if on:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # No size cap: with one, JAX scans the whole folder at every write to evict.
+        jax.config.update("jax_compilation_cache_max_size", -1)
+        compilation_cache.reset_cache()
 
 
 def pytest_unconfigure(config):
