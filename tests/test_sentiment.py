@@ -2,6 +2,7 @@
 compiled shapes, and every config field reaching what it controls."""
 
 import dataclasses
+import shutil
 
 import flax.linen as nn
 import jax
@@ -143,15 +144,19 @@ def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
 
 
 @pytest.mark.slow
-def test_a_child_that_cannot_start_leaves_the_work_to_this_process(
-    tiny_imdb, tmp_path, monkeypatch
+@pytest.mark.parametrize("python", ["missing", "false"])
+def test_a_child_that_cannot_answer_leaves_the_work_to_this_process(
+    python, tiny_imdb, tmp_path, monkeypatch
 ):
     from lstm_jax import host
     from lstm_jax.tasks.sentiment import task as task_lib
 
     monkeypatch.setattr(host, "one_malloc_arena", lambda: True)
-    monkeypatch.setattr(task_lib.sys, "executable", str(tmp_path / "no-python"))
-    with pytest.warns(UserWarning, match="without an answer"):
+    # No program to start, or one that ends at once (perhaps before it reads the request).
+    executable = str(tmp_path / "no-python") if python == "missing" else shutil.which("false")
+    monkeypatch.setattr(task_lib.sys, "executable", executable)
+    said = "did not start .* without" if python == "missing" else r"ended \(status 1\) without"
+    with pytest.warns(UserWarning, match=f"{said} an answer"):
         task = _prepared(CONFIG, tiny_imdb, tmp_path)
     assert len(task.splits["train"].tokens) > 0
 

@@ -7,6 +7,7 @@ IMDB's training split; the test split is read once, at the end of a run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -263,17 +264,16 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
             ended = f"did not start ({error})"
         else:
             try:
-                child.stdin.write(request)
-                child.stdin.flush()
-            except BrokenPipeError:
-                pass  # the child ended before reading: its status says why
-            try:
+                with contextlib.suppress(BrokenPipeError):  # a child that ended unread
+                    child.stdin.write(request)
+                    child.stdin.flush()
                 ended = f"ended (status {child.wait()})"
             finally:
                 if child.poll() is None:  # interrupted while waiting
                     child.kill()
                     child.wait()
-                child.stdin.close()
+                with contextlib.suppress(BrokenPipeError):  # what the write left unsent
+                    child.stdin.close()
         if answer.is_file():
             ok, value = pickle.loads(answer.read_bytes())
             if not ok:
