@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import typing
 from collections.abc import Callable
@@ -463,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside the training loop, which saves and says how to resume
         print(f"lstm-jax {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"lstm-jax {args.command}: terminated", file=sys.stderr)
+        return 143
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
         if several:
@@ -476,15 +480,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived outside the training loop (which saves a checkpoint first)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def entry() -> None:
     """The `lstm-jax` console command: malloc tuned for the process (`_tune_malloc`), then
-    `main`."""
+    `main`, with SIGTERM raising `Terminated` (as Ctrl-C raises `KeyboardInterrupt`), so
+    that a command stopped outside the training loop cleans up (temporary folders, the
+    tokenizer's child process) and says so."""
     try:
         _tune_malloc()
     except ValueError as error:
         print(f"lstm-jax: error: {error}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(sys.argv[1:]))
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = main(sys.argv[1:])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

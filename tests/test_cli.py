@@ -2,7 +2,10 @@
 (resume alone, contradicting options, damaged files), predictions' echo, clear errors."""
 
 import json
+import os
 import re
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,6 +153,22 @@ def test_ctrl_c_outside_the_training_loop_ends_without_a_traceback(monkeypatch, 
     monkeypatch.setattr(host, "configure", interrupted)
     assert cli.main(["summary"]) == 130
     assert capsys.readouterr().err == "lstm-jax summary: interrupted\n"
+
+
+def test_sigterm_outside_the_training_loop_ends_the_command_cleanly(monkeypatch, capsys):
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(host, "tune_malloc", lambda: True)
+    monkeypatch.setattr(sys, "argv", ["lstm-jax", "summary"])
+
+    def terminated(cpu_devices=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(host, "configure", terminated)
+    with pytest.raises(SystemExit) as stop:
+        cli.entry()
+    assert stop.value.code == 143
+    assert capsys.readouterr().err == "lstm-jax summary: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is the command's alone
 
 
 def test_cpu_devices_must_be_positive(capsys):
