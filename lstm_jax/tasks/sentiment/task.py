@@ -127,14 +127,13 @@ class SentimentTask(Task):
         this work runs in a child Python process on glibc's own arenas, where the
         tokenizer's threads do not queue on the one arena's lock.
         """
-        path = Path(workdir) / TOKENIZER_FILE
-        if "train" not in splits:
-            self.tokenizer = load_tokenizer(workdir, self.config)
+        saved = None if "train" in splits else load_tokenizer(workdir, self.config)
         if not splits:  # the vocabulary alone, for predictions
-            self.splits = {}
+            self.tokenizer, self.splits = saved, {}
             return
         run = _in_child if host.one_malloc_arena() else _encode_splits
-        self.tokenizer, self.splits = run(self.config, self.data, path, tuple(splits))
+        path = Path(workdir) / TOKENIZER_FILE
+        self.tokenizer, self.splits = run(self.config, self.data, path, tuple(splits), saved)
 
     def init_params(self, key: jax.Array) -> Any:
         tokens = jnp.zeros((1, 1), jnp.int32)
@@ -225,17 +224,20 @@ def _texts(
 
 
 def _encode_splits(
-    config: SentimentConfig, data: str | Path | None, path: Path, splits: Sequence[str]
+    config: SentimentConfig,
+    data: str | Path | None,
+    path: Path,
+    splits: Sequence[str],
+    tokenizer: SubwordTokenizer | None,
 ) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
-    """The vocabulary at `path` (learnt from the training texts and saved there first when
-    "train" is among `splits`) and `splits` encoded with it."""
+    """`splits` encoded with `tokenizer`, the run's saved vocabulary, or when None (with
+    "train" among `splits`) with the one at `path`, learnt from the training texts and
+    saved there first; returns the vocabulary too."""
     texts = _texts(config, data, splits)
-    if "train" in splits:
+    if tokenizer is None:
         tokenizer = SubwordTokenizer.load_or_train(
             path, texts["train"].texts, config.vocab_size, normalize=config.normalize_text
         )
-    else:
-        tokenizer = SubwordTokenizer.load(path)
     return tokenizer, {
         name: Encoded(tokenizer.encode_batch(split.texts), split.labels)
         for name, split in texts.items()
