@@ -491,8 +491,8 @@ def _terminate(signum: int, frame: Any) -> None:
 def entry() -> None:
     """The `lstm-jax` console command: malloc tuned for the process (`_tune_malloc`), then
     `main`, with SIGTERM raising `Terminated` (as Ctrl-C raises `KeyboardInterrupt`), so
-    that a command stopped outside the training loop cleans up (temporary folders, the
-    tokenizer's child process) and says so."""
+    that a command stopped outside the training loop cleans up (the tokenizer's child
+    process) and says so."""
     try:
         _tune_malloc()
     except ValueError as error:

@@ -13,7 +13,6 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -246,38 +245,42 @@ def _encode_splits(
 
 def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     """`_encode_splits(*args)` in a new Python process (with this one's `sys.path`,
-    environment and stderr); its exception is raised here. A child that ends without an
-    answer leaves the work to this process, with a warning.
+    environment and stderr), whose answer comes back pickled through its stdout (what the
+    child prints goes to stderr); its exception is raised here. A child that ends without
+    an answer leaves the work to this process, with a warning.
 
     The child's stdin stays open while this process waits: when this process ends early
     (killed, or interrupted here), the pipe closes and the child ends too
-    (`_exit_with_parent`), instead of tokenizing on for nobody."""
-    with tempfile.TemporaryDirectory(prefix="lstm_jax_prepare_") as folder:
-        answer = Path(folder) / "answer.pickle"
-        # sys.path comes first, in a pickle of plain values: the child needs it to import us.
-        request = pickle.dumps((sys.path, pickle.dumps((args, answer))))
-        code = (
-            "import pickle, sys; path, request = pickle.load(sys.stdin.buffer); "
-            f"sys.path[:] = path; from {__name__} import _child_main; _child_main(request)"
-        )
+    (`_exit_with_parent`), instead of tokenizing on for nobody. Nothing goes to the disk,
+    so a killed run leaves nothing behind."""
+    # sys.path comes first, in a pickle of plain values: the child needs it to import us.
+    request = pickle.dumps((sys.path, pickle.dumps(args)))
+    code = (
+        "import os, pickle, sys; answer = os.dup(1); os.dup2(2, 1); "
+        "path, request = pickle.load(sys.stdin.buffer); sys.path[:] = path; "
+        f"from {__name__} import _child_main; _child_main(request, answer)"
+    )
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    try:
+        child = subprocess.Popen([sys.executable, "-c", code], **pipes)
+    except OSError as error:  # no Python to start
+        ended = f"did not start ({error})"
+    else:
         try:
-            child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
-        except OSError as error:  # no Python to start
-            ended = f"did not start ({error})"
-        else:
-            try:
-                with contextlib.suppress(BrokenPipeError):  # a child that ended unread
-                    child.stdin.write(request)
-                    child.stdin.flush()
-                ended = f"ended (status {child.wait()})"
-            finally:
-                if child.poll() is None:  # interrupted while waiting
-                    child.kill()
-                    child.wait()
-                with contextlib.suppress(BrokenPipeError):  # what the write left unsent
-                    child.stdin.close()
-        if answer.is_file():
-            ok, value = pickle.loads(answer.read_bytes())
+            with contextlib.suppress(BrokenPipeError):  # a child that ended unread
+                child.stdin.write(request)
+                child.stdin.flush()
+            answer = child.stdout.read()
+            ended = f"ended (status {child.wait()})"
+        finally:
+            if child.poll() is None:  # interrupted while waiting
+                child.kill()
+                child.wait()
+            with contextlib.suppress(BrokenPipeError):  # what the write left unsent
+                child.stdin.close()
+            child.stdout.close()
+        if child.returncode == 0 and answer:
+            ok, value = pickle.loads(answer)
             if not ok:
                 raise value
             return value
@@ -289,16 +292,17 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     return _encode_splits(*args)
 
 
-def _child_main(request: bytes) -> None:
+def _child_main(request: bytes, answer: int) -> None:
     """The child's side of `_in_child`: `_encode_splits` of the request's arguments, its
-    result or its exception written to the file the request names."""
+    result or its exception pickled to the file descriptor `answer`."""
     _exit_with_parent()
-    args, answer = pickle.loads(request)
+    args = pickle.loads(request)
     try:
         result = (True, _encode_splits(*args))
     except Exception as error:  # handed to the parent, which raises it
         result = (False, error)
-    answer.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    with os.fdopen(answer, "wb") as out:
+        out.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _exit_with_parent() -> None:
