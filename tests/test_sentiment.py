@@ -144,6 +144,31 @@ def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
 
 
 @pytest.mark.slow
+def test_what_the_child_prints_does_not_reach_its_answer(tiny_imdb, tmp_path, monkeypatch, capfd):
+    import os
+    import warnings
+
+    from lstm_jax import host
+    from lstm_jax.tasks.sentiment import task as task_lib
+
+    here = _prepared(CONFIG, tiny_imdb, tmp_path / "here")
+    # A child whose Python prints as it starts (a site hook), before our code runs.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text("print('hello from a site hook', flush=True)\n")
+    monkeypatch.setenv("PYTHONPATH", f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setattr(host, "one_malloc_arena", lambda: True)
+    monkeypatch.setattr(task_lib, "_encode_splits", None)  # so only a child can encode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to this process
+        child = _prepared(CONFIG, tiny_imdb, tmp_path / "child")
+    for name in ("train", "val", "test"):
+        a, b = here.splits[name], child.splits[name]
+        assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
+    assert "hello from a site hook" in capfd.readouterr().out  # the hook ran
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("python", ["missing", "false"])
 def test_a_child_that_cannot_answer_leaves_the_work_to_this_process(
     python, tiny_imdb, tmp_path, monkeypatch

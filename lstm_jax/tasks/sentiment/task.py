@@ -245,45 +245,20 @@ def _encode_splits(
 
 def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     """`_encode_splits(*args)` in a new Python process (with this one's `sys.path`,
-    environment and stderr), whose answer comes back pickled through its stdout (what the
-    child prints goes to stderr); its exception is raised here. A child that ends without
-    an answer leaves the work to this process, with a warning.
+    environment, stdout and stderr); its exception is raised here. A child that ends
+    without an answer leaves the work to this process, with a warning.
 
     The child's stdin stays open while this process waits: when this process ends early
     (killed, or interrupted here), the pipe closes and the child ends too
-    (`_exit_with_parent`), instead of tokenizing on for nobody. Nothing goes to the disk,
-    so a killed run leaves nothing behind."""
+    (`_exit_with_parent`), instead of tokenizing on for nobody. The answer comes back
+    through a pipe of its own, not the disk, so a killed run leaves nothing behind."""
     # sys.path comes first, in a pickle of plain values: the child needs it to import us.
-    request = pickle.dumps((sys.path, pickle.dumps(args)))
-    code = (
-        "import os, pickle, sys; answer = os.dup(1); os.dup2(2, 1); "
-        "path, request = pickle.load(sys.stdin.buffer); sys.path[:] = path; "
-        f"from {__name__} import _child_main; _child_main(request, answer)"
-    )
-    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
-    try:
-        child = subprocess.Popen([sys.executable, "-c", code], **pipes)
-    except OSError as error:  # no Python to start
-        ended = f"did not start ({error})"
-    else:
-        try:
-            with contextlib.suppress(BrokenPipeError):  # a child that ended unread
-                child.stdin.write(request)
-                child.stdin.flush()
-            answer = child.stdout.read()
-            ended = f"ended (status {child.wait()})"
-        finally:
-            if child.poll() is None:  # interrupted while waiting
-                child.kill()
-                child.wait()
-            with contextlib.suppress(BrokenPipeError):  # what the write left unsent
-                child.stdin.close()
-            child.stdout.close()
-        if child.returncode == 0 and answer:
-            ok, value = pickle.loads(answer)
-            if not ok:
-                raise value
-            return value
+    ended, answer = _ask_child(pickle.dumps((sys.path, pickle.dumps(args))))
+    if answer:
+        ok, value = pickle.loads(answer)
+        if not ok:
+            raise value
+        return value
     warnings.warn(
         f"the child process that tokenizes the reviews {ended} without an answer; "
         "tokenizing in this process instead, slower on one malloc arena",
@@ -292,9 +267,43 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     return _encode_splits(*args)
 
 
+def _ask_child(request: bytes) -> tuple[str, bytes]:
+    """Start the child, hand it `request` on its stdin and read its answer from a pipe that
+    nothing else writes to; returns how the child ended and its answer (empty unless it
+    ended well)."""
+    read_end, write_end = os.pipe()
+    code = (
+        "import pickle, sys; path, request = pickle.load(sys.stdin.buffer); "
+        f"sys.path[:] = path; from {__name__} import _child_main; "
+        f"_child_main(request, {write_end})"
+    )
+    with open(read_end, "rb") as answers:
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-c", code], stdin=subprocess.PIPE, pass_fds=(write_end,)
+            )
+        except OSError as error:  # no Python to start
+            return f"did not start ({error})", b""
+        finally:
+            os.close(write_end)  # the child's copy is now the pipe's only writer
+        try:
+            with contextlib.suppress(BrokenPipeError):  # a child that ended unread
+                child.stdin.write(request)
+                child.stdin.flush()
+            answer = answers.read()
+            status = child.wait()
+        finally:
+            if child.poll() is None:  # interrupted while waiting
+                child.kill()
+                child.wait()
+            with contextlib.suppress(BrokenPipeError):  # what the write left unsent
+                child.stdin.close()
+    return f"ended (status {status})", answer if status == 0 else b""
+
+
 def _child_main(request: bytes, answer: int) -> None:
     """The child's side of `_in_child`: `_encode_splits` of the request's arguments, its
-    result or its exception pickled to the file descriptor `answer`."""
+    result or its exception pickled to the pipe whose file descriptor is `answer`."""
     _exit_with_parent()
     args = pickle.loads(request)
     try:
