@@ -156,7 +156,8 @@ def test_what_the_child_prints_does_not_reach_its_answer(tiny_imdb, tmp_path, mo
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text("print('hello from a site hook', flush=True)\n")
-    monkeypatch.setenv("PYTHONPATH", f"{hooks}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    paths = [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     monkeypatch.setattr(host, "one_malloc_arena", lambda: True)
     monkeypatch.setattr(task_lib, "_encode_splits", None)  # so only a child can encode
     with warnings.catch_warnings():
