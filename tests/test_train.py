@@ -169,6 +169,25 @@ def test_interrupted_run_resumes_to_the_same_weights(finished_run, tmp_path):
     assert history.read(tmp_path) != [] and len(history.read(tmp_path)) == 2
 
 
+def test_a_resumed_run_removes_what_a_killed_save_left_and_a_reader_does_not(
+    finished_run, tmp_path
+):
+    _, results = finished_run
+    with pytest.raises(train.Interrupted):
+        _fit(tmp_path, on_step=functools.partial(_interrupt_at, at=9))
+    # What Orbax leaves of a save whose process was killed half-way through it.
+    left = [
+        tmp_path / part / "12.orbax-checkpoint-tmp-1733000000" for part in ("checkpoints", "best")
+    ]
+    for folder in left:
+        folder.mkdir()
+        (folder / "part").write_bytes(b"half a save")
+    train.load_params(ToyTask(CONFIG), tmp_path)  # a reader: it may be a running save's
+    assert all(folder.exists() for folder in left)
+    assert _fit(tmp_path, resume=True) == results
+    assert not any(folder.exists() for folder in left)
+
+
 def test_a_run_stopped_in_its_first_epoch_still_has_parameters(tmp_path):
     with pytest.raises(train.Interrupted):
         _fit(tmp_path, on_step=functools.partial(_interrupt_at, at=2))

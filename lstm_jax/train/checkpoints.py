@@ -22,22 +22,29 @@ STATE_DIR = "checkpoints"
 BEST_DIR = "best"
 
 
-def manager(path: str | Path, max_to_keep: int) -> ocp.CheckpointManager:
-    """A synchronous `CheckpointManager` over `path` keeping the newest `max_to_keep`."""
+def manager(path: str | Path, max_to_keep: int, *, owner: bool = False) -> ocp.CheckpointManager:
+    """A synchronous `CheckpointManager` over `path` keeping the newest `max_to_keep`.
+
+    `owner`: this process trains into `path`, so it removes the folders of saves that
+    never finished (a process killed while saving); a reader leaves them alone, as they
+    may be a running save's."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+        max_to_keep=max_to_keep,
+        create=True,
+        enable_async_checkpointing=False,
+        cleanup_tmp_directories=owner,
     )
     return ocp.CheckpointManager(
         Path(path).absolute(), options=options, item_handlers=ocp.StandardCheckpointHandler()
     )
 
 
-def state_manager(workdir: str | Path) -> ocp.CheckpointManager:
-    return manager(Path(workdir) / STATE_DIR, max_to_keep=2)
+def state_manager(workdir: str | Path, *, owner: bool = False) -> ocp.CheckpointManager:
+    return manager(Path(workdir) / STATE_DIR, max_to_keep=2, owner=owner)
 
 
-def best_manager(workdir: str | Path) -> ocp.CheckpointManager:
-    return manager(Path(workdir) / BEST_DIR, max_to_keep=1)
+def best_manager(workdir: str | Path, *, owner: bool = False) -> ocp.CheckpointManager:
+    return manager(Path(workdir) / BEST_DIR, max_to_keep=1, owner=owner)
 
 
 def save(checkpoints: ocp.CheckpointManager, step: int, tree: Any) -> None:

@@ -111,7 +111,8 @@ def fit(
             flush=True,
         )
     state = trainer.init_state()
-    states, best = checkpoints.state_manager(workdir), checkpoints.best_manager(workdir)
+    states = checkpoints.state_manager(workdir, owner=True)
+    best = checkpoints.best_manager(workdir, owner=True)
     metric, mode = task.selection
     records: list[dict[str, Any]] = []
     epoch_sums = None
