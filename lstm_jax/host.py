@@ -258,17 +258,22 @@ def use_compilation_cache(path: str | Path | None = None) -> Path | None:
     return folder
 
 
-def _cache_options(folder: Path | None, min_compile_s: float | None = None) -> None:
+def _cache_options(
+    folder: Path | None, min_compile_s: float | None = None, max_bytes: int | None = None
+) -> None:
     """Point JAX's cache at `folder`, caching programs that compile in at least
-    `min_compile_s` (default: `CACHE_MIN_COMPILE_S` as it is now, not at import)."""
+    `min_compile_s`, the folder capped at `max_bytes` (-1: no cap); the defaults are
+    `CACHE_MIN_COMPILE_S` and `CACHE_MAX_BYTES` as they are now, not at import."""
     from jax._src import compilation_cache
 
     if min_compile_s is None:
         min_compile_s = CACHE_MIN_COMPILE_S
+    if max_bytes is None:
+        max_bytes = CACHE_MAX_BYTES
 
     jax.config.update("jax_compilation_cache_dir", None if folder is None else str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
-    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    jax.config.update("jax_compilation_cache_max_size", max_bytes)
     compilation_cache.reset_cache()  # JAX decides at its next compilation whether to use it
 
 

@@ -20,7 +20,6 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = flags.strip()
 
 import jax
-from jax._src import compilation_cache
 
 from lstm_jax import host
 
@@ -51,12 +50,10 @@ def pytest_configure(config):
     worker already running would write without a cap."""
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        on = host.use_compilation_cache(os.environ["LSTM_JAX_TEST_CACHE"]) is not None
-    if on:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        folder = host.use_compilation_cache(os.environ["LSTM_JAX_TEST_CACHE"])
+    if folder is not None:
         # No size cap: with one, JAX scans the whole folder at every write to evict.
-        jax.config.update("jax_compilation_cache_max_size", -1)
-        compilation_cache.reset_cache()
+        host._cache_options(folder, min_compile_s=0.0, max_bytes=-1)
 
 
 def pytest_unconfigure(config):
