@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import dis
 import json
 import math
 import os
 import signal
 import sys
+import traceback
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -467,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"lstm-jax {args.command}: terminated", file=sys.stderr)
         return 143
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as error:
+    except (ValueError, OSError, RuntimeError, TypeError) as error:
+        if not _written_for_users(error):
+            traceback.print_exc()
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
         if several:
             print(
@@ -478,6 +482,23 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
+
+
+def _written_for_users(error: BaseException) -> bool:
+    """Whether `error` is one of the messages lstm_jax writes for its users (raised by a
+    `raise` statement in the package's own code, or a file the system could not open),
+    which the command prints alone. Anything else (an operation failing inside lstm_jax or
+    a library it calls: a bug, or a limit such as memory) also gets its traceback, which
+    is what a report of it needs."""
+    if isinstance(error, OSError):
+        return True
+    tb = error.__traceback__  # the frame it was raised in is the innermost
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    package = Path(__file__).resolve().parent
+    raised = code.co_code[tb.tb_lasti] == dis.opmap["RAISE_VARARGS"]
+    return raised and Path(code.co_filename).resolve().is_relative_to(package)
 
 
 class Terminated(BaseException):

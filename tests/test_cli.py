@@ -117,7 +117,29 @@ def test_a_damaged_config_file_is_named(tmp_path, capsys):
     assert "config.json is not valid JSON" in err
     (tmp_path / "config.json").write_text('{"task": "sentiment", "modle": "bilstm"}')
     assert cli.main(["predict", "--workdir", str(tmp_path), "hi"]) == 2
-    assert "unknown field(s) ['modle']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown field(s) ['modle']" in err and "Traceback" not in err
+
+
+def test_a_failure_not_written_for_users_shows_its_traceback(monkeypatch, capsys):
+    def broken(cpu_devices=None):
+        return len(cpu_devices)  # a bug: TypeError from an operation, not a message
+
+    monkeypatch.setattr(host, "configure", broken)
+    assert cli.main(["summary"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in broken" in err
+    assert err.endswith("lstm-jax summary: error: object of type 'NoneType' has no len()\n")
+
+
+def test_a_workdir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "run").write_text("notes")
+    argv = ["train", "--workdir", str(tmp_path / "run"), "--data", "/data/imdb.tgz", "--quiet"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"lstm-jax train: error: {tmp_path / 'run'} is a file; give a directory for the run\n"
+    )
+    assert (tmp_path / "run").read_text() == "notes"
 
 
 def test_an_interrupted_run_says_how_to_resume(monkeypatch, tmp_path, capsys):

@@ -88,6 +88,8 @@ def fit(
     config = task.config
     primary = jax.process_index() == 0
     if primary:
+        if workdir.exists() and not workdir.is_dir():
+            raise rundir.RunError(f"{workdir} is a file; give a directory for the run")
         workdir.mkdir(parents=True, exist_ok=True)
         rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
     _together("checked")
