@@ -27,11 +27,13 @@ Conventions of the public functions:
 - the backward direction runs from each sequence's last real step to its first, so
   padding never comes first and its final carry is the carry after step 0;
 - lengths are checked when they are concrete (outside `jit`); inside `jit` a length
-  above `time` acts as `time` and one below 0 as 0.
+  above `time` acts as `time` and one below 0 as 0. The parameters' shapes are checked
+  against the cell's `init` for the inputs' features, inside `jit` too.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,6 +146,42 @@ def check_inputs(xs_BTE: Any, lengths_B: Any) -> None:
         )
 
 
+def check_params(cell: str | CellSpec, params: Any, features: int) -> None:
+    """Raise a `ValueError` that names the shapes when `params` are not `cell`'s
+    parameters (its `init`'s) for inputs of `features` features.
+
+    The hidden size is read from `recurrent_kernel` (every cell of `CELLS` has one; a
+    cell without it is not checked). Only shapes are compared, so it runs under `jit`.
+    """
+    spec = _as_spec(cell)
+    got = _shapes(params)
+    if "recurrent_kernel" not in got:
+        return
+    hidden = got["recurrent_kernel"][0]
+    expected = _init_shapes(spec, features, hidden)
+    if got != expected:
+        raise ValueError(
+            f"params do not fit the {spec.name!r} cell on inputs of {features} features "
+            f"(hidden size {hidden}, from recurrent_kernel): expected {expected}, got "
+            f"{got}; make them with the cell's init(key, input_size={features}, "
+            f"hidden_size={hidden})"
+        )
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """`{"path/to/leaf": shape}` of a pytree."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): np.shape(leaf)
+        for path, leaf in leaves
+    }
+
+
+@functools.cache
+def _init_shapes(spec: CellSpec, features: int, hidden: int) -> dict[str, tuple[int, ...]]:
+    return _shapes(jax.eval_shape(lambda key: spec.init(key, features, hidden), jax.random.key(0)))
+
+
 def _as_spec(cell: str | CellSpec) -> CellSpec:
     return get_cell(cell) if isinstance(cell, str) else cell
 
@@ -207,7 +245,8 @@ def rnn(
     """
     spec = _as_spec(cell)
     check_inputs(xs_BTE, lengths_B)
-    batch, time, _ = xs_BTE.shape
+    batch, time, features = xs_BTE.shape
+    check_params(spec, params, features)
     if _use_fused(spec, engine, initial_carry, matmul_dtype):
         ys_TBH, carry = fused.lstm_layer_tm(
             params,
@@ -256,6 +295,14 @@ def bidirectional(
     spec = _as_spec(cell)
     if _use_fused(spec, engine, matmul_dtype=matmul_dtype):
         check_inputs(xs_BTE, lengths_B)
+        for direction in ("forward", "backward"):
+            check_params(spec, params[direction], xs_BTE.shape[-1])
+        shapes = {direction: _shapes(params[direction]) for direction in ("forward", "backward")}
+        if shapes["forward"] != shapes["backward"]:
+            raise ValueError(
+                f"the fused engines run both directions with one hidden size, got {shapes}; "
+                'give both the same size, or use engine="scan"'
+            )
         ys_fwd, ys_bwd, carries = fused.lstm_bidirectional_tm(
             params["forward"],
             params["backward"],

@@ -149,6 +149,33 @@ def test_bad_input_raises_clear_error(xs_shape, lengths, message):
         recurrence.rnn("lstm", params, jnp.zeros(xs_shape), np.asarray(lengths))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            cells.init_lstm(jax.random.key(0), E + 1, H),
+            r"'kernel': \(3, 16\).*got .*'kernel': \(4, 16\)",
+        ),
+        (cells.init_gru(jax.random.key(0), E, H), "'recurrent_bias': "),
+    ],
+)
+def test_params_of_another_shape_or_cell_are_named(engine, params, message):
+    with pytest.raises(ValueError, match=f"params do not fit the 'lstm' cell.*{message}"):
+        recurrence.rnn("lstm", params, jnp.zeros((B, T, E)), LENGTHS, engine=engine)
+    both = {"forward": params, "backward": params}
+    with pytest.raises(ValueError, match="params do not fit"):
+        recurrence.bidirectional("lstm", both, jnp.zeros((B, T, E)), LENGTHS, engine=engine)
+
+
+def test_fused_directions_of_two_hidden_sizes_are_refused_and_scan_takes_them():
+    both = {"forward": _setup()[1], "backward": cells.init_lstm(jax.random.key(1), E, H + 2)}
+    with pytest.raises(ValueError, match=r'one hidden size.*use engine="scan"'):
+        recurrence.bidirectional("lstm", both, jnp.zeros((B, T, E)), LENGTHS)
+    ys, _ = recurrence.bidirectional("lstm", both, jnp.zeros((B, T, E)), LENGTHS, engine="scan")
+    assert ys.shape == (B, T, 2 * H + 2)
+
+
 def test_lengths_beyond_time_under_jit_act_as_time():
     _, params, xs = _setup()
     run = jax.jit(lambda lengths: recurrence.rnn("lstm", params, xs, lengths))
