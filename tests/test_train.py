@@ -196,6 +196,42 @@ def test_a_run_stopped_in_its_first_epoch_still_has_parameters(tmp_path):
     _leaves_equal(params, _final_state(tmp_path).params)
 
 
+class _PoisonedToy(ToyTask):
+    """The toy task with a NaN in one training example of its third batch from epoch
+    `poisoned_from` (0-based) on: bad data, or a learning rate that blew up."""
+
+    def __init__(self, config, poisoned_from):
+        super().__init__(config)
+        self.poisoned_from = poisoned_from
+
+    def batches(self, split, epoch=0):
+        out = super().batches(split, epoch)
+        if split == "train" and epoch >= self.poisoned_from:
+            xs = out[2].xs.copy()
+            xs[0, 0, 0] = np.nan
+            out[2] = out[2]._replace(xs=xs)
+        return out
+
+
+@pytest.mark.parametrize(
+    ("poisoned_from", "log_every", "message"),
+    [
+        (0, 20, r"nan by step 6 \(epoch 1\); nothing was saved"),  # at the epoch's end
+        (0, 2, r"nan by step 4 \(epoch 1\); nothing was saved"),  # at a progress update
+        (1, 20, r"nan by step 12 \(epoch 2\); its last checkpoint \(step 6\) is kept"),
+    ],
+)
+def test_a_loss_gone_nan_stops_the_run_before_it_saves_anything_of_the_epoch(
+    tmp_path, monkeypatch, poisoned_from, log_every, message
+):
+    monkeypatch.setattr(train.loop, "LOG_EVERY", log_every)
+    with pytest.raises(train.Diverged, match=f"training diverged: the training loss is {message}"):
+        train.fit(_PoisonedToy(CONFIG, poisoned_from), tmp_path, progress=False)
+    saved = checkpoints.state_manager(tmp_path).latest_step()
+    assert saved == (6 if poisoned_from else None)
+    assert len(history.read(tmp_path)) == poisoned_from
+
+
 def test_resume_may_change_the_engine_but_nothing_else(tmp_path):
     with pytest.raises(train.Interrupted):
         _fit(tmp_path, on_step=functools.partial(_interrupt_at, at=3))

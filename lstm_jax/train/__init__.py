@@ -9,7 +9,7 @@
 """
 
 from lstm_jax.train.config import ConfigError, TrainConfig
-from lstm_jax.train.loop import Interrupted, evaluate, fit, load_params
+from lstm_jax.train.loop import Diverged, Interrupted, evaluate, fit, load_params
 from lstm_jax.train.rundir import RunError
 from lstm_jax.train.step import TrainState, eval_step, make_optimizer, train_step
 from lstm_jax.train.task import Task
@@ -17,6 +17,7 @@ from lstm_jax.train.trainer import Trainer, data_mesh
 
 __all__ = [
     "ConfigError",
+    "Diverged",
     "Interrupted",
     "RunError",
     "Task",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +49,26 @@ class Interrupted(Exception):
         )
         self.step = step
         self.workdir = workdir
+
+
+class Diverged(RunError):
+    """The training loss became NaN or infinite; the run stopped before it saved anything
+    of that epoch."""
+
+
+def _check_finite(loss: float, step: int, epoch: int, states: Any) -> None:
+    """Raise `Diverged` when the epoch's running mean training `loss` is not finite: the
+    parameters are then NaN or on their way there, and every later epoch, checkpoint and
+    evaluation would be wasted. `states` is the run's checkpoint manager."""
+    if math.isfinite(loss):
+        return
+    saved = states.latest_step()
+    kept = "nothing was saved" if saved is None else f"its last checkpoint (step {saved}) is kept"
+    raise Diverged(
+        f"training diverged: the training loss is {loss} by step {step} (epoch {epoch + 1}); "
+        f"{kept}. Lower the learning rate (--learning-rate) or look for NaN or extreme "
+        "values in the training data, then start again (--overwrite)"
+    )
 
 
 @contextlib.contextmanager
@@ -89,7 +110,7 @@ def fit(
     primary = jax.process_index() == 0
     if primary:
         if workdir.exists() and not workdir.is_dir():
-            raise rundir.RunError(f"{workdir} is a file; give a directory for the run")
+            raise RunError(f"{workdir} is a file; give a directory for the run")
         workdir.mkdir(parents=True, exist_ok=True)
         rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
     _together("checked")
@@ -130,31 +151,33 @@ def fit(
             if skip == 0:
                 epoch_sums = None
             started = time.perf_counter()
-            bar = tqdm(
+            with tqdm(
                 total=len(batches),
                 initial=skip,
                 desc=f"epoch {epoch + 1}/{config.epochs}",
                 unit="batch",
                 disable=not (progress and primary),
-            )
-            for i in range(skip, len(batches)):
-                state, sums = trainer.train_step(state, batches[i])
-                epoch_sums = step_lib.add(epoch_sums, sums)
-                step += 1
-                bar.update()
-                if on_step is not None:
-                    on_step(step, sums)
-                if (i + 1) % LOG_EVERY == 0:
-                    rate = (i + 1 - skip) * config.batch_size / (time.perf_counter() - started)
-                    shown = {k: f"{v:.4f}" for k, v in step_lib.means(epoch_sums).items()}
-                    bar.set_postfix(**shown, examples_per_s=f"{rate:.0f}")
-                if _anyone(stop):
-                    checkpoints.save(states, step, {"state": state, "sums": epoch_sums})
-                    bar.close()
-                    raise Interrupted(step, workdir)
-            bar.close()
+            ) as bar:
+                for i in range(skip, len(batches)):
+                    state, sums = trainer.train_step(state, batches[i])
+                    epoch_sums = step_lib.add(epoch_sums, sums)
+                    step += 1
+                    bar.update()
+                    if on_step is not None:
+                        on_step(step, sums)
+                    if (i + 1) % LOG_EVERY == 0:
+                        means = step_lib.means(epoch_sums)
+                        _check_finite(means["loss"], step, epoch, states)
+                        done = (i + 1 - skip) * config.batch_size
+                        rate = done / (time.perf_counter() - started)
+                        shown = {k: f"{v:.4f}" for k, v in means.items()}
+                        bar.set_postfix(**shown, examples_per_s=f"{rate:.0f}")
+                    if _anyone(stop):
+                        checkpoints.save(states, step, {"state": state, "sums": epoch_sums})
+                        raise Interrupted(step, workdir)
             seconds = time.perf_counter() - started
             train = task.report(step_lib.means(epoch_sums))
+            _check_finite(train["loss"], step, epoch, states)
             val = trainer.evaluate(state.eval_params, val_batches)
             record = {
                 "epoch": epoch + 1,
