@@ -1,6 +1,7 @@
 """The shared trainer on a toy task: steps, data parallelism, checkpoints, exact resume,
 the best parameters, a run directory's rules, the optimizer and the config's checks."""
 
+import fcntl
 import functools
 import json
 import os
@@ -13,7 +14,7 @@ import pytest
 from toy_task import ToyConfig, ToyTask
 
 from lstm_jax import train
-from lstm_jax.train import checkpoints, history
+from lstm_jax.train import checkpoints, history, rundir
 from lstm_jax.train.config import ConfigError, read_config_json
 
 CONFIG = ToyConfig(learning_rate=1e-2)
@@ -230,6 +231,18 @@ def test_a_loss_gone_nan_stops_the_run_before_it_saves_anything_of_the_epoch(
     saved = checkpoints.state_manager(tmp_path).latest_step()
     assert saved == (6 if poisoned_from else None)
     assert len(history.read(tmp_path)) == poisoned_from
+
+
+def test_a_second_process_training_in_the_same_directory_is_refused(finished_run, tmp_path):
+    holder = os.open(tmp_path / rundir.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as a training process holds it
+    try:
+        with pytest.raises(train.RunError, match="another process is training in"):
+            _fit(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [rundir.LOCK_FILE]
+    finally:
+        os.close(holder)
+    assert _fit(tmp_path) == finished_run[1]  # the holder gone, the run goes ahead
 
 
 def test_resume_may_change_the_engine_but_nothing_else(tmp_path):

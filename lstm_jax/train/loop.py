@@ -106,12 +106,24 @@ def fit(
     data-parallel over.
     """
     workdir = Path(workdir)
-    config = task.config
     primary = jax.process_index() == 0
+    with rundir.claimed(workdir) if primary else contextlib.nullcontext():
+        return _fit(task, workdir, primary, resume, overwrite, progress, on_step, devices)
+
+
+def _fit(
+    task: Task,
+    workdir: Path,
+    primary: bool,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    on_step: Callable[[int, dict], None] | None,
+    devices: Sequence[jax.Device] | None,
+) -> dict[str, Any]:
+    """`fit`'s work, in a directory this process holds (process 0 of several)."""
+    config = task.config
     if primary:
-        if workdir.exists() and not workdir.is_dir():
-            raise RunError(f"{workdir} is a file; give a directory for the run")
-        workdir.mkdir(parents=True, exist_ok=True)
         rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
     _together("checked")
     if resume and (workdir / RESULTS_FILE).exists():

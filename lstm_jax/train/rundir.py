@@ -5,25 +5,59 @@
     workdir/checkpoints/, best/  Orbax checkpoints (`lstm_jax.train.checkpoints`)
     workdir/history.json, .png   per-epoch metrics (`lstm_jax.train.history`)
     workdir/results.json         test metrics; its presence marks a finished run
+    workdir/.lock                held by the process training in it (`claimed`)
 
 A directory holding a run is never overwritten without `overwrite`; a resumed run must
-ask for the saved config (but its `RUNTIME_FIELDS`, such as the engine).
+ask for the saved config (but its `RUNTIME_FIELDS`, such as the engine); one process
+at a time trains in it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lstm_jax.train import checkpoints, history
 from lstm_jax.train.config import CONFIG_FILE, TrainConfig, read_config_json
 
 RESULTS_FILE = "results.json"
+LOCK_FILE = ".lock"
 
 
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked (finished, foreign or missing)."""
+
+
+@contextlib.contextmanager
+def claimed(workdir: Path) -> Iterator[None]:
+    """`workdir`, made if it is new, held by this process alone while the body runs.
+
+    A second training process on the same directory (a job started twice) gets a
+    `RunError` instead of writing its checkpoints over the first one's. The hold is an
+    `flock` on `LOCK_FILE`, which ends with the process however it ends, so a killed run
+    leaves nothing to clean up; where the file system has no locks, runs go unguarded.
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise RunError(f"{workdir} is a file; give a directory for the run")
+    workdir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(
+                f"another process is training in {workdir}; wait for it to end or stop it "
+                "(then --resume continues its run), or choose another --workdir"
+            ) from None
+        except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
+            pass
+        yield
+    finally:
+        os.close(descriptor)  # which releases the lock
 
 
 def clear(workdir: Path, artefacts: Iterable[str]) -> None:
