@@ -469,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"lstm-jax {args.command}: terminated", file=sys.stderr)
         return 143
+    except BrokenPipeError:  # what reads the output stopped (`| head`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 141  # as a command that SIGPIPE ended
     except (ValueError, OSError, RuntimeError, TypeError) as error:
         if not _written_for_users(error):
             traceback.print_exc()

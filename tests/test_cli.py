@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,6 +131,20 @@ def test_a_failure_not_written_for_users_shows_its_traceback(monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and "in broken" in err
     assert err.endswith("lstm-jax summary: error: object of type 'NoneType' has no len()\n")
+
+
+@pytest.mark.slow
+def test_output_its_reader_stopped_reading_ends_the_command_quietly():
+    code = (
+        "import sys; from lstm_jax import cli; "
+        "cli.host.configure = lambda cpu_devices=None: print('x' * 1_000_000); "
+        "sys.exit(cli.main(['summary']))"
+    )
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with subprocess.Popen([sys.executable, "-c", code], **pipes) as child:
+        child.stdout.close()  # the reader is gone, as after `| head` has its lines
+        err = child.stderr.read()
+    assert child.returncode == 141 and err == b""  # 128 + SIGPIPE, no error, no traceback
 
 
 def test_a_workdir_that_is_a_file_is_a_clear_error(tmp_path, capsys):
