@@ -103,7 +103,9 @@ def fit(
 
     `on_step(step, sums)` is called after each train step with that step's metric sums
     (for tools and tests); `devices` (default: every process's) are the mesh the step is
-    data-parallel over.
+    data-parallel over. Raises `Interrupted` after SIGINT or SIGTERM (a checkpoint saved),
+    `Diverged` when the training loss turns NaN or infinite, and `RunError` when another
+    process is training in `workdir` or the directory's run cannot be used as asked.
     """
     workdir = Path(workdir)
     primary = jax.process_index() == 0
