@@ -110,13 +110,12 @@ def fit(
     workdir = Path(workdir)
     primary = jax.process_index() == 0
     with rundir.claimed(workdir) if primary else contextlib.nullcontext():
-        return _fit(task, workdir, primary, resume, overwrite, progress, on_step, devices)
+        return _fit(task, workdir, resume, overwrite, progress, on_step, devices)
 
 
 def _fit(
     task: Task,
     workdir: Path,
-    primary: bool,
     resume: bool,
     overwrite: bool,
     progress: bool,
@@ -125,6 +124,7 @@ def _fit(
 ) -> dict[str, Any]:
     """`fit`'s work, in a directory this process holds (process 0 of several)."""
     config = task.config
+    primary = jax.process_index() == 0
     if primary:
         rundir.check(workdir, config, task.artefacts, resume=resume, overwrite=overwrite)
     _together("checked")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,10 +43,9 @@ def claimed(workdir: Path) -> Iterator[None]:
     if workdir.exists() and not workdir.is_dir():
         raise RunError(f"{workdir} is a file; give a directory for the run")
     workdir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(workdir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with open(workdir / LOCK_FILE, "a") as lock:  # closing it releases the lock
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunError(
                 f"another process is training in {workdir}; wait for it to end or stop it "
@@ -56,8 +54,6 @@ def claimed(workdir: Path) -> Iterator[None]:
         except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
             pass
         yield
-    finally:
-        os.close(descriptor)  # which releases the lock
 
 
 def clear(workdir: Path, artefacts: Iterable[str]) -> None:
