@@ -245,6 +245,13 @@ def test_a_second_process_training_in_the_same_directory_is_refused(finished_run
     assert _fit(tmp_path) == finished_run[1]  # the holder gone, the run goes ahead
 
 
+def test_output_to_a_file_gets_the_epochs_and_no_progress_bar(tmp_path, capsys):
+    train.fit(ToyTask(CONFIG), tmp_path, progress=True)  # capsys: neither is a terminal
+    out, err = capsys.readouterr()
+    assert "epoch 2: train loss" in out
+    assert "batch" not in err, err[:200]
+
+
 def test_resume_may_change_the_engine_but_nothing_else(tmp_path):
     with pytest.raises(train.Interrupted):
         _fit(tmp_path, on_step=functools.partial(_interrupt_at, at=3))

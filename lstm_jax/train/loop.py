@@ -170,7 +170,8 @@ def _fit(
                 initial=skip,
                 desc=f"epoch {epoch + 1}/{config.epochs}",
                 unit="batch",
-                disable=not (progress and primary),
+                # None: tqdm leaves out the bar where stderr is not a terminal (a log file)
+                disable=None if progress and primary else True,
             ) as bar:
                 for i in range(skip, len(batches)):
                     state, sums = trainer.train_step(state, batches[i])
