@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import dis
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 from lstm_jax import configs, host, tasks
 from lstm_jax.cells import CELLS
 from lstm_jax.models import HEADS, KINDS
+from lstm_jax.tasks.errors import written_for_users
 from lstm_jax.train import ConfigError, TrainConfig
 from lstm_jax.train.config import CONFIG_FILE
 
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return 141  # as a command that SIGPIPE ended
     except (ValueError, OSError, RuntimeError, TypeError) as error:
-        if not _written_for_users(error):
+        if not written_for_users(error):
             traceback.print_exc()
         print(f"lstm-jax {args.command}: error: {error}", file=sys.stderr)
         if several:
@@ -485,23 +485,6 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2
-
-
-def _written_for_users(error: BaseException) -> bool:
-    """Whether `error` is one of the messages lstm_jax writes for its users (raised by a
-    `raise` statement in the package's own code, or a file the system could not open),
-    which the command prints alone. Anything else (an operation failing inside lstm_jax or
-    a library it calls: a bug, or a limit such as memory) also gets its traceback, which
-    is what a report of it needs."""
-    if isinstance(error, OSError):
-        return True
-    tb = error.__traceback__  # the frame it was raised in is the innermost
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    package = Path(__file__).resolve().parent
-    raised = code.co_code[tb.tb_lasti] == dis.opmap["RAISE_VARARGS"]
-    return raised and Path(code.co_filename).resolve().is_relative_to(package)
 
 
 class Terminated(BaseException):

@@ -118,6 +118,7 @@ def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
     tiny_imdb, tmp_path, monkeypatch, capfd
 ):
     from lstm_jax import host
+    from lstm_jax.tasks.errors import ChildTraceback, written_for_users
     from lstm_jax.tasks.sentiment import task as task_lib
 
     here = _prepared(CONFIG, tiny_imdb, tmp_path / "here")
@@ -138,8 +139,14 @@ def test_on_one_malloc_arena_a_child_process_prepares_the_same_splits(
     vocabulary_only = SentimentTask(CONFIG, data=tmp_path / "missing")  # reads no reviews
     vocabulary_only.prepare(tmp_path / "child", ())
     assert vocabulary_only.splits == {} and vocabulary_only.tokenizer is not None
-    with pytest.raises(data_lib.DataError, match="does not exist"):  # raised in the child
+    with pytest.raises(data_lib.DataError, match="does not exist") as caught:  # in the child
         SentimentTask(CONFIG, data=tmp_path / "missing").prepare(tmp_path / "bad")
+    assert written_for_users(caught.value) and caught.value.__cause__ is None
+    with pytest.raises(AttributeError) as caught:  # a failure, as a bug there would raise
+        task_lib._in_child(None, tiny_imdb, tmp_path / "tokenizer.json", ("train",), None)
+    assert isinstance(caught.value.__cause__, ChildTraceback)
+    assert "in _texts" in str(caught.value.__cause__)  # the child's own frames
+    assert not written_for_users(caught.value)
     assert capfd.readouterr().err == ""  # every child ended quietly
 
 

@@ -14,6 +14,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ import optax
 
 from lstm_jax import host
 from lstm_jax.models import HEADS, KINDS, SentimentClassifier
+from lstm_jax.tasks.errors import ChildTraceback, written_for_users
 from lstm_jax.tasks.sentiment import data as data_lib
 from lstm_jax.tasks.sentiment.tokenizer import SubwordTokenizer
 from lstm_jax.train import Task, TrainConfig
@@ -245,7 +247,8 @@ def _encode_splits(
 
 def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     """`_encode_splits(*args)` in a new Python process (with this one's `sys.path`,
-    environment, stdout and stderr); its exception is raised here. A child that ends
+    environment, stdout and stderr); its exception is raised here, a failure's (not a
+    message for users) with the child's traceback as its cause. A child that ends
     without an answer leaves the work to this process, with a warning.
 
     The child's stdin stays open while this process waits: when this process ends early
@@ -255,9 +258,11 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     # sys.path comes first, in a pickle of plain values: the child needs it to import us.
     ended, answer = _ask_child(pickle.dumps((sys.path, pickle.dumps(args))))
     if answer:
-        ok, value = pickle.loads(answer)
-        if not ok:
-            raise value
+        value, error, failure = pickle.loads(answer)
+        if failure is not None:
+            raise error from ChildTraceback(failure)
+        if error is not None:
+            raise error
         return value
     warnings.warn(
         f"the child process that tokenizes the reviews {ended} without an answer; "
@@ -303,13 +308,15 @@ def _ask_child(request: bytes) -> tuple[str, bytes]:
 
 def _child_main(request: bytes, answer: int) -> None:
     """The child's side of `_in_child`: `_encode_splits` of the request's arguments, its
-    result or its exception pickled to the pipe whose file descriptor is `answer`."""
+    result or its exception (with its traceback, unless written for users) pickled to the
+    pipe whose file descriptor is `answer`."""
     _exit_with_parent()
     args = pickle.loads(request)
     try:
-        result = (True, _encode_splits(*args))
+        result = (_encode_splits(*args), None, None)
     except Exception as error:  # handed to the parent, which raises it
-        result = (False, error)
+        failure = None if written_for_users(error) else traceback.format_exc()
+        result = (None, error, failure)
     with os.fdopen(answer, "wb") as out:
         out.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
