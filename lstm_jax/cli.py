@@ -374,7 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", "--imdb-archive", default=None, help=data_help)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print the results alone: no description of the data, no epoch lines and no "
+        "progress bar (which shows only on a terminal)",
+    )
     _distributed_flags(p)
     _add_config_flags(p)
     p.set_defaults(run=_train, parser=p)
