@@ -12,6 +12,8 @@ Layers, lowest first; each imports only from those below it:
 Importing the package changes nothing process-wide.
 """
 
+__version__ = "0.1.0"  # the package's one version (pyproject.toml reads it from here)
+
 from lstm_jax.cells import (
     CELLS,
     carry_lstm_cell,

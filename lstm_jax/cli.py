@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lstm_jax import configs, host, tasks
+from lstm_jax import __version__, configs, host, tasks
 from lstm_jax.cells import CELLS
 from lstm_jax.models import HEADS, KINDS
 from lstm_jax.tasks.errors import written_for_users
@@ -349,6 +349,7 @@ def _distributed_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--cpu-devices",
         type=_positive_int,

@@ -1,6 +1,7 @@
 """The `lstm-jax` command: flags checked as they are parsed, the run directory's UX
 (resume alone, contradicting options, damaged files), predictions' echo, clear errors."""
 
+import importlib.metadata
 import json
 import os
 import re
@@ -108,6 +109,14 @@ def test_evaluate_and_predict_read_the_run(cli_run, tiny_imdb, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and len(lines[0]) < 100 and lines[0].endswith("...")
     assert "without padding" in lines[1] and "with 1000 pad tokens" in lines[2]
+
+
+def test_version_is_the_installed_distributions_and_types_are_shipped(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"lstm-jax {importlib.metadata.version('lstm-jax')}\n"
+    assert (Path(cli.__file__).parent / "py.typed").is_file()  # PEP 561: the hints are for users
 
 
 def test_a_damaged_config_file_is_named(tmp_path, capsys):
