@@ -260,7 +260,7 @@ def _in_child(*args: Any) -> tuple[SubwordTokenizer, dict[str, Encoded]]:
     if answer:
         value, error, failure = pickle.loads(answer)
         if failure is not None:
-            raise error from ChildTraceback(failure)
+            raise error from ChildTraceback(f"in the child process that tokenizes:\n{failure}")
         if error is not None:
             raise error
         return value
