@@ -47,7 +47,8 @@ class Bidirectional(nn.Module):
     """A bidirectional recurrent layer: `(xs <float>[B, T, E], lengths <int32>[B])` to
     `<float>[B, T, 2H]` (`return_sequences`) or `<float>[B, 2H]` (forward output at the
     last real step, backward output at the first). Parameters `forward` and `backward`
-    are the cell's own pytrees (`lstm_jax.cells.init_*`). `engine` is one of
+    are the cell's own pytrees (`lstm_jax.cells.init_*`). `return_state` adds the final
+    output as a second result (`recurrence.stack`). `engine` is one of
     `recurrence.ENGINES`; `matmul_dtype="bfloat16"` gives the fused engines' matmuls
     bfloat16 inputs (`lstm_jax.recurrence.rnn`).
 
@@ -60,6 +61,7 @@ class Bidirectional(nn.Module):
     hidden_size: int
     cell: str = "lstm"
     return_sequences: bool = False
+    return_state: bool = False
     engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
     weight_drop: float = 0.0
@@ -83,6 +85,7 @@ class Bidirectional(nn.Module):
             xs_BTE,
             lengths_B,
             return_sequences=self.return_sequences,
+            return_state=self.return_state,
             engine=self.engine,
             matmul_dtype=self.matmul_dtype,
         )
@@ -123,6 +126,15 @@ class SentimentClassifier(nn.Module):
     no parameter either. `head="pool"` (beyond the tutorial) gives the dense layers the max
     and the mean of the last recurrent layer's outputs over the real steps
     (`PoolOverTime`, twice the features) instead of its final states.
+
+    `replicate_every=k` (with `train=True`; the last-state head only): the dense layers
+    also read the last recurrent layer's outputs at steps 0, k, 2k, ... (each with its own
+    output dropout) and sow their logits, `<float>[B, ceil(T / k)]`, as
+    `intermediates/step_logits`, for a loss that trains every such step towards the
+    review's label (target replication, Lipton et al. 2015). At step t of a BiLSTM the
+    outputs have read the whole review, the forward direction up to t and the backward
+    one from t. The returned logits, and evaluation, read the final states as before; no
+    parameter is added.
     """
 
     vocab_size: int
@@ -133,6 +145,7 @@ class SentimentClassifier(nn.Module):
     embed_dropout_rate: float = 0.0
     weight_drop: float = 0.0
     head: str = "last"
+    replicate_every: int = 0
     engine: str = recurrence.DEFAULT_ENGINE
     matmul_dtype: str | None = None
 
@@ -144,6 +157,9 @@ class SentimentClassifier(nn.Module):
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         pool = self.head == "pool"
+        if self.replicate_every and pool:
+            raise ValueError("replicate_every needs the last-state head, not head='pool'")
+        replicate = self.replicate_every if train else 0
         if tokens_BT.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens_BT.shape}")
         x = nn.Embed(
@@ -161,7 +177,8 @@ class SentimentClassifier(nn.Module):
             x = Bidirectional(
                 width,
                 self.cell,
-                return_sequences=pool or not last,
+                return_sequences=pool or not last or bool(replicate),
+                return_state=last and bool(replicate),
                 engine=self.engine,
                 matmul_dtype=self.matmul_dtype,
                 weight_drop=self.weight_drop,
@@ -174,10 +191,17 @@ class SentimentClassifier(nn.Module):
                 )
         if pool:
             x = PoolOverTime(name="pooling")(x, lengths_B)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         dense = dict(kernel_init=nn.initializers.glorot_uniform())
-        x = nn.relu(nn.Dense(DENSE_DIM, name="dense", **dense)(x))
-        return nn.Dense(1, name="logits", **dense)(x)[:, 0]
+        hidden = nn.Dense(DENSE_DIM, name="dense", **dense)
+        logit = nn.Dense(1, name="logits", **dense)
+        if replicate:
+            ys_BTF, x = x
+            steps = nn.Dropout(self.dropout_rate, name="step_dropout")(
+                ys_BTF[:, ::replicate], deterministic=False
+            )
+            self.sow("intermediates", "step_logits", logit(nn.relu(hidden(steps)))[..., 0])
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return logit(nn.relu(hidden(x)))[:, 0]
 
 
 DECODERS = ("direct", "autoregressive")

@@ -362,15 +362,17 @@ def stack(
     *,
     is_bidirectional: bool = True,
     return_sequences: bool = False,
+    return_state: bool = False,
     engine: str = DEFAULT_ENGINE,
     matmul_dtype: str | None = None,
-) -> Array:
+) -> Array | tuple[Array, Array]:
     """Stacked recurrent layers with Keras' `return_sequences` semantics.
 
     Every layer but the last returns its full sequence to the next; the last returns its
     sequence when `return_sequences`, otherwise its final output (`<float>[batch, D*H]`,
     D = 2 when bidirectional: forward at the last real step, backward at the first).
-    `engine` and `matmul_dtype` as in `rnn`.
+    `return_state` adds that final output as a second result, beside the sequence (as a
+    head that reads both needs). `engine` and `matmul_dtype` as in `rnn`.
     """
     if not layers:
         raise ValueError("stack needs at least one layer's parameters")
@@ -381,8 +383,9 @@ def stack(
             ys, carry = bidirectional(cell, params, ys, lengths_B, **options)
         else:
             ys, carry = rnn(cell, params, ys, lengths_B, **options)
-    if return_sequences:
-        return ys
     if is_bidirectional:
-        return jnp.concatenate([final_output(carry[0]), final_output(carry[1])], axis=-1)
-    return final_output(carry)
+        final = jnp.concatenate([final_output(carry[0]), final_output(carry[1])], axis=-1)
+    else:
+        final = final_output(carry)
+    out = ys if return_sequences else final
+    return (out, final) if return_state else out

@@ -115,6 +115,9 @@ def test_stack_follows_return_sequences():
     for b, n in enumerate(LENGTHS[:2]):  # forward half at the last real step, backward at 0
         np.testing.assert_allclose(final[b, :2], seqs[b, n - 1, :2], atol=1e-6)
         np.testing.assert_allclose(final[b, 2:], seqs[b, 0, 2:], atol=1e-6)
+    both = recurrence.stack("lstm", layers, xs, LENGTHS, return_sequences=True, return_state=True)
+    np.testing.assert_array_equal(both[0], seqs)
+    np.testing.assert_array_equal(both[1], final)
 
 
 def test_jitted_layer_compiles_once_per_shape():

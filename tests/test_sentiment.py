@@ -365,6 +365,48 @@ def _check_label_smoothing(tiny_imdb, tmp_path):
     assert loss[0.2, True] != loss[0.0, True] and loss[0.2, False] == loss[0.0, False]
 
 
+def _replicated(task: SentimentTask, params, batch: data_lib.Batch) -> tuple[jax.Array, dict]:
+    """The model's training logits and what it sowed, with the metrics' dropout key."""
+    return task.model.apply(
+        {"params": params}, batch.tokens, batch.lengths, train=True,
+        rngs={"dropout": jax.random.key(1)}, mutable=["intermediates"],
+    )  # fmt: skip
+
+
+def _check_target_replication(tiny_imdb, tmp_path):
+    batch = _two_reviews()  # lengths 6 and 3, labels 0 and 1
+    task = SentimentTask(CONFIG.replace(target_replication=0.25, replicate_every=2))
+    plain = SentimentTask(CONFIG)
+    params = task.init_params(jax.random.key(0))
+    shapes = jax.tree.map(jnp.shape, plain.init_params(jax.random.key(0)))
+    assert jax.tree.map(jnp.shape, params) == shapes  # no parameter added
+    logits, sown = _replicated(task, params, batch)
+    np.testing.assert_allclose(logits, plain.model.apply({"params": params}, *batch[:2]), rtol=1e-6)
+    (steps,) = sown["intermediates"]["step_logits"]
+    assert steps.shape == (2, 3)  # steps 0, 2 and 4
+    per_step = optax.sigmoid_binary_cross_entropy(steps, jnp.array([[0.0], [1.0]]))
+    replicated = jnp.array([per_step[0].mean(), per_step[1, :2].mean()])  # 2 of 3 steps real
+    final = optax.sigmoid_binary_cross_entropy(logits, jnp.array([0.0, 1.0]))
+    loss = task.metrics(params, batch, train=True, rng=jax.random.key(1))["loss"]
+    np.testing.assert_allclose(loss, jnp.sum(0.75 * final + 0.25 * replicated), rtol=1e-6)
+    for name in ("loss", "accuracy"):  # evaluation reads the final states alone
+        evaluated = task.metrics(params, batch, train=False, rng=None)[name]
+        assert evaluated == plain.metrics(params, batch, train=False, rng=None)[name]
+    with pytest.raises(ConfigError, match="target_replication needs head 'last'"):
+        CONFIG.replace(target_replication=0.5, head="pool")
+
+
+def _check_replicate_every(tiny_imdb, tmp_path):
+    batch = _two_reviews()
+    for every, count in ((1, 6), (4, 2)):
+        task = SentimentTask(CONFIG.replace(target_replication=0.5, replicate_every=every))
+        _, sown = _replicated(task, task.init_params(jax.random.key(0)), batch)
+        assert sown["intermediates"]["step_logits"][0].shape == (2, count)
+    task = SentimentTask(CONFIG.replace(replicate_every=4))  # no weight: nothing replicated
+    _, sown = _replicated(task, task.init_params(jax.random.key(0)), batch)
+    assert "intermediates" not in sown
+
+
 def _check_val_fraction(tiny_imdb, tmp_path):
     task = _prepared(CONFIG.replace(val_fraction=0.5), tiny_imdb, tmp_path)
     assert len(task.splits["val"].labels) == len(task.splits["train"].labels) == 48
@@ -506,6 +548,8 @@ CHECKS = {
     "normalize_text": _check_normalize_text,
     "dropout": _check_dropout,
     "label_smoothing": _check_label_smoothing,
+    "target_replication": _check_target_replication,
+    "replicate_every": _check_replicate_every,
     "layer_dropout": _check_layer_dropout,
     "embed_dropout": _check_embed_dropout,
     "weight_drop": _check_weight_drop,

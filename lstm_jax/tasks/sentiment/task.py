@@ -64,6 +64,11 @@ class SentimentConfig(TrainConfig):
     label_smoothing: float = rate(
         "train towards s/2 and 1 - s/2 instead of 0 and 1 (reported losses stay plain)"
     )
+    target_replication: float = rate(
+        "weight of the loss at every replicate_every-th step's outputs, read by the same head "
+        "and trained towards the review's label (the final states' loss keeps 1 - weight)"
+    )
+    replicate_every: int = option(8, "the step stride of target_replication", low=1)
     val_fraction: float = option(
         0.1, "share of the training split held out for validation",
         low=0.0, high=1.0, open_low=True, open_high=True,
@@ -78,6 +83,11 @@ class SentimentConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.target_replication and self.head == "pool":
+            raise ConfigError(
+                "target_replication needs head 'last' (the pooled head reads every step "
+                "already); set target_replication to 0 with head 'pool'"
+            )
         if self.layer_dropout and len(KINDS[self.model]) < 2:
             raise ConfigError(
                 f"layer_dropout needs the stacked model: {self.model!r} has one recurrent layer"
@@ -113,6 +123,7 @@ class SentimentTask(Task):
             embed_dropout_rate=config.embed_dropout,
             weight_drop=config.weight_drop,
             head=config.head,
+            replicate_every=config.replicate_every if config.target_replication else 0,
             engine=config.engine,
             matmul_dtype=config.matmul_dtype,
         )
@@ -144,15 +155,30 @@ class SentimentTask(Task):
         self, params: Any, batch: data_lib.Batch, *, train: bool, rng: jax.Array | None
     ) -> dict[str, jax.Array]:
         """Sigmoid cross-entropy (towards smoothed labels in training, with
-        `label_smoothing`) and correct answers, summed over the real reviews."""
+        `label_smoothing`; with `target_replication` w, (1 - w) times the final states'
+        plus w times the mean over the review's real replicated steps) and correct answers,
+        summed over the real reviews."""
         rngs = {"dropout": rng} if train else {}
-        logits_B = self.model.apply(
-            {"params": params}, batch.tokens, batch.lengths, train=train, rngs=rngs
-        )
+        replicate = train and self.config.target_replication > 0
+        inputs = ({"params": params}, batch.tokens, batch.lengths)
+        if replicate:  # the per-step logits come back as what the model sowed
+            logits_B, sown = self.model.apply(
+                *inputs, train=train, rngs=rngs, mutable=["intermediates"]
+            )
+        else:
+            logits_B = self.model.apply(*inputs, train=train, rngs=rngs)
         labels = batch.labels.astype(jnp.float32)
         if train and self.config.label_smoothing:
             labels = labels * (1.0 - self.config.label_smoothing) + self.config.label_smoothing / 2
         losses = optax.sigmoid_binary_cross_entropy(logits_B, labels)
+        if replicate:
+            (steps_BS,) = sown["intermediates"]["step_logits"]
+            at_S = jnp.arange(steps_BS.shape[1]) * self.config.replicate_every
+            real_BS = (at_S[None] < batch.lengths[:, None]).astype(jnp.float32)
+            step_losses = optax.sigmoid_binary_cross_entropy(steps_BS, labels[:, None])
+            per_review = (step_losses * real_BS).sum(1) / jnp.maximum(real_BS.sum(1), 1.0)
+            weight = self.config.target_replication
+            losses = (1.0 - weight) * losses + weight * per_review
         correct = ((logits_B > 0) == (batch.labels == 1)).astype(jnp.float32)
         return {
             "loss": jnp.sum(losses * batch.weights),
