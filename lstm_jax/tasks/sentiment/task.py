@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lstm_jax import host
+from lstm_jax import host, recurrence
 from lstm_jax.models import HEADS, KINDS, SentimentClassifier
 from lstm_jax.tasks.errors import ChildTraceback, written_for_users
 from lstm_jax.tasks.sentiment import data as data_lib
@@ -173,8 +173,8 @@ class SentimentTask(Task):
         losses = optax.sigmoid_binary_cross_entropy(logits_B, labels)
         if replicate:
             (steps_BS,) = sown["intermediates"]["step_logits"]
-            at_S = jnp.arange(steps_BS.shape[1]) * self.config.replicate_every
-            real_BS = (at_S[None] < batch.lengths[:, None]).astype(jnp.float32)
+            real_TB = recurrence.step_mask(batch.lengths, batch.tokens.shape[1])
+            real_BS = real_TB[:: self.config.replicate_every].T.astype(jnp.float32)
             step_losses = optax.sigmoid_binary_cross_entropy(steps_BS, labels[:, None])
             per_review = (step_losses * real_BS).sum(1) / jnp.maximum(real_BS.sum(1), 1.0)
             weight = self.config.target_replication
