@@ -17,7 +17,7 @@ import signal
 import sys
 import traceback
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,32 @@ def _config_fields() -> dict[str, tuple[dataclasses.Field, Any, list[str]]]:
     return found
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _shown_config(argv: Sequence[str] | None) -> tuple[str, TrainConfig]:
+    """The experiment whose values `train --help` shows: the `--config` in `argv` when it
+    names one, the default experiment otherwise."""
+    argv = list(argv or [])
+    name = None
+    for i, flag in enumerate(argv):
+        if flag == "--config" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif flag.startswith("--config="):
+            name = flag.partition("=")[2]
+    name = name if name in configs.names() else configs.DEFAULT
+    return name, configs.get(name)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, shown: tuple[str, TrainConfig]) -> None:
+    """A flag per config field of every task. Its help gives the value in the experiment
+    `shown` (`--config NAME --help` shows NAME's), or the field's own default, with the
+    tasks that have it, where that experiment's task has no such field."""
+    name_shown, config_shown = shown
     group = parser.add_argument_group(
-        "config fields", "override the config's value (see lstm_jax.configs and each task)"
+        "config fields",
+        f"override the config's value; the values shown are {name_shown}'s (give --config "
+        "NAME with --help for another's); see lstm_jax.configs and each task",
     )
     shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    own = {f.name for f in dataclasses.fields(config_shown)}
     for name, (field, kind, owners) in _config_fields().items():
         optional = type(None) in typing.get_args(kind)
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
@@ -104,8 +125,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             if spec.get("choices"):
                 kwargs["choices"] = [*spec["choices"], *([None] if optional else [])]
                 kwargs["metavar"] = "{" + ",".join(spec["choices"]) + "}"
-        default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = f"{spec.get('help', '')} (default {default!r}){where}"
+        if name in own:
+            value = f"{name_shown}: {getattr(config_shown, name)!r}"
+        else:
+            value = (
+                f"default {field.default if field.default is not dataclasses.MISSING else None!r}"
+            )
+        help_text = f"{spec.get('help', '')} ({value}){where}"
         group.add_argument(f"--{name.replace('_', '-')}", help=help_text, **kwargs)
 
 
@@ -347,7 +373,9 @@ def _distributed_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command's parser; `argv` (the arguments it will parse) picks the experiment
+    whose values `train --help` shows."""
     parser = argparse.ArgumentParser(prog="lstm-jax", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -382,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
         "progress bar (which shows only on a terminal)",
     )
     _distributed_flags(p)
-    _add_config_flags(p)
+    _add_config_flags(p, _shown_config(argv))
     p.set_defaults(run=_train, parser=p)
 
     p = sub.add_parser("evaluate", help="test metrics of a trained run")
@@ -454,7 +482,8 @@ def _tune_malloc() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     several = False
     try:

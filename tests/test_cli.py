@@ -71,6 +71,24 @@ def test_every_config_field_is_a_train_flag():
         assert cli._overrides(args) == {name: value}, name
 
 
+@pytest.mark.parametrize("name", [None, "imdb_stacked", "charlm_quick"])
+def test_train_help_shows_the_values_of_the_named_config(name, capsys):
+    """`train --help` gives each field's value in the experiment `--config` names (the
+    default experiment without it), and a foreign task's field its own default."""
+    shown = name or configs.DEFAULT
+    config = configs.get(shown)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["train", *(["--config", name] if name else []), "--help"])
+    assert exited.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # the help, unwrapped
+    assert f"passes over the training split ({shown}: {config.epochs})" in text
+    assert f"word and output dropout rate ({shown}: {config.dropout})" in text
+    if config.task == "sentiment":
+        assert "characters per training window (BPTT length) (default 128) [charlm]" in text
+    else:
+        assert f"({shown}: {config.window})" in text
+
+
 def test_a_flag_foreign_to_the_task_is_an_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(tasks.TASKS, "toy", (ToyConfig, ToyTask))
     err = _usage_error(["train", "--workdir", str(tmp_path), "--hidden", "3"], capsys)
