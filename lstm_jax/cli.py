@@ -128,9 +128,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, shown: tuple[str, TrainCo
         if name in own:
             value = f"{name_shown}: {getattr(config_shown, name)!r}"
         else:
-            value = (
-                f"default {field.default if field.default is not dataclasses.MISSING else None!r}"
-            )
+            default = field.default if field.default is not dataclasses.MISSING else None
+            value = f"default {default!r}"
         help_text = f"{spec.get('help', '')} ({value}){where}"
         group.add_argument(f"--{name.replace('_', '-')}", help=help_text, **kwargs)
 
