@@ -70,6 +70,11 @@ def check_matmul_dtype(matmul_dtype: str | None) -> str | None:
     return matmul_dtype
 
 
+def fused_only(matmul_dtype: str | None) -> bool:
+    """Whether `matmul_dtype` exists only on the fused engines (anything but float32)."""
+    return check_matmul_dtype(matmul_dtype) not in (None, "float32")
+
+
 def _use_fused(
     spec: CellSpec,
     engine: str,
@@ -84,7 +89,7 @@ def _use_fused(
     """
     fused_ok = check_engine(engine) in FUSED_ENGINES and spec.step is lstm_cell
     fused_ok = fused_ok and initial_carry is None
-    if check_matmul_dtype(matmul_dtype) not in (None, "float32") and not fused_ok:
+    if fused_only(matmul_dtype) and not fused_ok:
         raise ValueError(
             f"matmul_dtype={matmul_dtype!r} needs a fused engine: the 'lstm' cell from a "
             f"zero carry with engine 'fused' or 'pallas' (got cell {spec.name!r}, engine "

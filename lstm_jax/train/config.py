@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from lstm_jax.recurrence import ENGINES, FUSED_ENGINES, MATMUL_DTYPES
+from lstm_jax.recurrence import ENGINES, FUSED_ENGINES, MATMUL_DTYPES, fused_only
 
 CONFIG_FILE = "config.json"
 SCHEDULES = ("constant", "cosine", "wsd")
@@ -102,7 +102,7 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             value = _check_value(field, hints[field.name], getattr(self, field.name))
             object.__setattr__(self, field.name, value)
-        if self.matmul_dtype != "float32" and self.engine not in FUSED_ENGINES:
+        if fused_only(self.matmul_dtype) and self.engine not in FUSED_ENGINES:
             raise ConfigError(
                 f"matmul_dtype {self.matmul_dtype!r} needs a fused engine "
                 f"({' or '.join(map(repr, FUSED_ENGINES))}), not engine {self.engine!r}; "
