@@ -20,6 +20,7 @@ from lstm_jax.tasks.charlm import CharLMConfig, CharLMTask, Sampler
 from lstm_jax.tasks.charlm.generate import _filtered
 from lstm_jax.tasks.charlm.text import Vocabulary, read_text
 from lstm_jax.tasks.errors import DataError
+from lstm_jax.train.config import ConfigError
 
 PATTERN = "the cat sat.\n"
 TINY = CharLMConfig(
@@ -315,9 +316,8 @@ def _check_val_fraction(tmp_path, text_file):
 
 
 def _check_cell(tmp_path, text_file):
-    return "kernel" in _params(_prepared(tmp_path, text_file, cell="gru"))["layer_0"] and (
-        _params(_prepared(tmp_path, text_file, cell="gru"))["layer_0"]["kernel"].shape == (8, 96)
-    )
+    layer = _params(_prepared(tmp_path, text_file, cell="gru"))["layer_0"]
+    return "kernel" in layer and layer["kernel"].shape == (8, 96)
 
 
 def _check_hidden(tmp_path, text_file):
@@ -377,6 +377,14 @@ def test_every_charlm_field_is_checked():
 @pytest.mark.parametrize("field", sorted(CHECKS))
 def test_charlm_field_reaches_what_it_controls(field, tmp_path, text_file):
     assert CHECKS[field](tmp_path, text_file)
+
+
+def test_bfloat16_matmuls_with_another_cell_are_refused_when_the_config_is_built():
+    # Only the fused LSTM has them: refused before the text is read or the run written.
+    with pytest.raises(ConfigError, match=r"'lstm' cell on a fused engine .* cell 'gru' on"):
+        TINY.replace(cell="gru", matmul_dtype="bfloat16")
+    assert TINY.replace(matmul_dtype="bfloat16").matmul_dtype == "bfloat16"
+    assert TINY.replace(cell="gru", matmul_dtype="float32").cell == "gru"
 
 
 def test_the_configs_name_the_shared_text():

@@ -504,7 +504,7 @@ def _check_engine(tiny_imdb, tmp_path):
         params = task.init_params(jax.random.key(0))
         jaxpr = jax.make_jaxpr(lambda p, t=task: t.model.apply({"params": p}, tokens, lengths))
         assert ("custom_vjp" in str(jaxpr(params))) == fused  # the fused engine's own VJP
-    refused = r"'bfloat16' needs a fused engine .*--matmul-dtype float32"
+    refused = r"'bfloat16' needs the 'lstm' cell on a fused engine .*--matmul-dtype float32"
     with pytest.raises(ConfigError, match=refused):
         CONFIG.replace(engine="scan", matmul_dtype="bfloat16")
 

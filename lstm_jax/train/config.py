@@ -102,11 +102,12 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             value = _check_value(field, hints[field.name], getattr(self, field.name))
             object.__setattr__(self, field.name, value)
-        if fused_only(self.matmul_dtype) and self.engine not in FUSED_ENGINES:
+        cell = getattr(self, "cell", "lstm")  # the tasks that offer other cells have a field
+        if fused_only(self.matmul_dtype) and (self.engine not in FUSED_ENGINES or cell != "lstm"):
             raise ConfigError(
-                f"matmul_dtype {self.matmul_dtype!r} needs a fused engine "
-                f"({' or '.join(map(repr, FUSED_ENGINES))}), not engine {self.engine!r}; "
-                "set matmul_dtype to 'float32' with it (--matmul-dtype float32)"
+                f"matmul_dtype {self.matmul_dtype!r} needs the 'lstm' cell on a fused engine "
+                f"({' or '.join(map(repr, FUSED_ENGINES))}), not cell {cell!r} on engine "
+                f"{self.engine!r}; set matmul_dtype to 'float32' with it (--matmul-dtype float32)"
             )
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(
