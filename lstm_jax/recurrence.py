@@ -75,6 +75,13 @@ def fused_only(matmul_dtype: str | None) -> bool:
     return check_matmul_dtype(matmul_dtype) not in (None, "float32")
 
 
+def fused_runs(cell: str | CellSpec, engine: str) -> bool:
+    """Whether a fused engine runs layers of `cell` (a name or spec) on `engine`, when they
+    start from a zero carry: the LSTM cell on `FUSED_ENGINES`."""
+    spec = get_cell(cell) if isinstance(cell, str) else cell
+    return check_engine(engine) in FUSED_ENGINES and spec.step is lstm_cell
+
+
 def _use_fused(
     spec: CellSpec,
     engine: str,
@@ -87,8 +94,7 @@ def _use_fused(
     A `matmul_dtype` other than float32 exists only there, so asking for it elsewhere
     is an error rather than a silent float32 run.
     """
-    fused_ok = check_engine(engine) in FUSED_ENGINES and spec.step is lstm_cell
-    fused_ok = fused_ok and initial_carry is None
+    fused_ok = fused_runs(spec, engine) and initial_carry is None
     if fused_only(matmul_dtype) and not fused_ok:
         raise ValueError(
             f"matmul_dtype={matmul_dtype!r} needs a fused engine: the 'lstm' cell from a "

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from lstm_jax.recurrence import ENGINES, FUSED_ENGINES, MATMUL_DTYPES, fused_only
+from lstm_jax.recurrence import ENGINES, FUSED_ENGINES, MATMUL_DTYPES, fused_only, fused_runs
 
 CONFIG_FILE = "config.json"
 SCHEDULES = ("constant", "cosine", "wsd")
@@ -103,7 +103,7 @@ class TrainConfig:
             value = _check_value(field, hints[field.name], getattr(self, field.name))
             object.__setattr__(self, field.name, value)
         cell = getattr(self, "cell", "lstm")  # the tasks that offer other cells have a field
-        if fused_only(self.matmul_dtype) and (self.engine not in FUSED_ENGINES or cell != "lstm"):
+        if fused_only(self.matmul_dtype) and not fused_runs(cell, self.engine):
             raise ConfigError(
                 f"matmul_dtype {self.matmul_dtype!r} needs the 'lstm' cell on a fused engine "
                 f"({' or '.join(map(repr, FUSED_ENGINES))}), not cell {cell!r} on engine "
