@@ -3,7 +3,9 @@
 `lstm_layer_tm` (one direction) and `lstm_bidirectional_tm` (both directions in one loop)
 compute what `recurrence.rnn` / `recurrence.bidirectional` compute for the "lstm" cell
 from a zero carry, with the same padding rules, but differentiate through a
-`jax.custom_vjp` instead of letting autodiff transpose the scan step by step.
+`jax.custom_vjp` instead of letting autodiff transpose the scan step by step. The two
+loops below are `lax` loops, or, on a CPU backend, the same loops as native code
+(`lstm_jax.cpu_kernel`, kernel "cpu"); the rest is shared.
 
 Forward (per direction, scan order t = 0..T-1; the backward direction scans a time-reversed
 copy of its inputs, so "scan order" is its own order), with mask m_t = [t < length]:
@@ -163,8 +165,33 @@ def _bits(dtype: Any) -> Any:
     return jnp.uint16 if jnp.dtype(dtype).itemsize == 2 else jnp.dtype(dtype)
 
 
-def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
-    """Run all directions in one loop; returns outputs, final carries and the residuals.
+def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any, kernel: str):
+    """Run all directions in one loop (`_forward_loop`, or `cpu_kernel.forward` for kernel
+    "cpu"); returns outputs, final carries and the residuals `(stored, xh_T)`.
+
+    The outputs `y_t` are read back from `xh_T` after the loop, which also sets its row of
+    ones. With 16-bit operands they are the values the next layer's matmul takes (the last
+    one rounded to match); the final carries stay in the input dtype.
+    """
+    embed = x_DTBE.shape[-1]
+    if kernel == "cpu":
+        from lstm_jax import cpu_kernel
+
+        carry, stored, xh_T = cpu_kernel.forward(params, x_DTBE, m_DTB)
+    else:
+        carry, stored, xh_T = _forward_loop(params, x_DTBE, m_DTB, unroll, operands)
+    bits = xh_T.dtype
+    xh_T = xh_T.at[:, -1].set(jax.lax.bitcast_convert_type(jnp.ones((), operands), bits))
+    xh_T = jax.lax.bitcast_convert_type(xh_T, operands)
+    h_last = jnp.swapaxes(carry[0], 1, 2)[:, :, None].astype(operands)  # rounded as the rest
+    h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], h_last], 2).astype(x_DTBE.dtype)
+    ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
+    return ys, carry, (stored, xh_T)
+
+
+def _forward_loop(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
+    """The forward loop in `lax`: returns the final carries `(h, c)`, the stored gates and
+    cell states `(i, f, g, o, c_prev)` and `xh_T`, its row of ones not yet set.
 
     The loop is a `lax.fori_loop` over the step index (JAX runs it as a `lax.scan`), so
     that every stored sequence can keep the direction axis first.
@@ -183,9 +210,7 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     through its unsigned integer view, `_bits`, as the backward pass stores `dz`). With
     bfloat16 operands the step's concatenation and cast are one op, the weight gradients'
     matmul needs no conversion pass over `xh_T` after the loop, and `xh_T` is half the
-    size. So in that mode the outputs `y_t`, read from it, are the bfloat16 values the
-    next layer's matmul takes (the last one rounded to match); the final carries stay in
-    the input dtype.
+    size.
     """
     directions, time, batch, embed = x_DTBE.shape
     hidden = params["recurrent_kernel"].shape[1]
@@ -219,30 +244,53 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
         xh_T = jax.lax.dynamic_update_slice(xh_T, xh_bits[:, :, None], (0, 0, t, 0))
         return (h_new, c_new), stored, xh_T
 
-    carry, stored, xh_T = jax.lax.fori_loop(
-        0, time, body, ((zeros, zeros), stored, xh_T), unroll=unroll
-    )
-    xh_T = xh_T.at[:, -1].set(jax.lax.bitcast_convert_type(jnp.ones((), operands), bits))
-    xh_T = jax.lax.bitcast_convert_type(xh_T, operands)
-    h_last = jnp.swapaxes(carry[0], 1, 2)[:, :, None].astype(operands)  # rounded as the rest
-    h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], h_last], 2).astype(dtype)
-    ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
-    return ys, carry, (stored, xh_T)
+    return jax.lax.fori_loop(0, time, body, ((zeros, zeros), stored, xh_T), unroll=unroll)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _fused(params, x, m, unroll, operands):
-    ys, carry, _ = _forward(params, x, m, unroll, operands)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _fused(params, x, m, unroll, operands, kernel):
+    ys, carry, _ = _forward(params, x, m, unroll, operands, kernel)
     return ys, carry
 
 
-def _fused_fwd(params, x, m, unroll, operands):
-    ys, carry, residuals = _forward(params, x, m, unroll, operands)
+def _fused_fwd(params, x, m, unroll, operands, kernel):
+    ys, carry, residuals = _forward(params, x, m, unroll, operands, kernel)
     return (ys, carry), (params, m, residuals)
 
 
-def _fused_bwd(unroll, operands, saved, cotangents):
-    """The reverse scan of the module docstring, then the large matmuls after it.
+def _fused_bwd(unroll, operands, kernel, saved, cotangents):
+    """The reverse scan of the module docstring (`_backward_loop`, or
+    `cpu_kernel.backward` for kernel "cpu"), then the large matmuls after it: the weight
+    and bias gradients from `xh_T` and the stored `dz`, the input gradients from `dz`.
+    """
+    params, m_DTB, (stored, xh_T) = saved
+    dys, (dh_last, dc_last) = cotangents
+    directions, time, batch, hidden = dys.shape
+    embed = params["kernel"].shape[1]
+    # Transposed once here, not per step with `b_transposed`: given `U` as it lies, the
+    # float32 step's `dz U^T` ran slower.
+    u_transposed = jnp.swapaxes(params["recurrent_kernel"], 1, 2).astype(operands)
+    if kernel == "cpu":
+        from lstm_jax import cpu_kernel
+
+        dz_all = cpu_kernel.backward(stored, m_DTB, dys, dh_last, dc_last, u_transposed)
+    else:
+        loop = (stored, m_DTB, dys, dh_last, dc_last, u_transposed)
+        dz_all = _backward_loop(*loop, unroll, operands)
+    dz_all = jax.lax.bitcast_convert_type(dz_all, operands)
+    dz_DNG = dz_all.reshape(directions, time * batch, -1)  # one row per (step, example)
+    dwu = _bmm(xh_T.reshape(directions, embed + hidden + 1, -1), dz_DNG, operands, dys.dtype)
+    dparams = {
+        "kernel": dwu[:, :embed],
+        "recurrent_kernel": dwu[:, embed:-1],
+        "bias": dwu[:, -1],
+    }
+    dx = _bmm(dz_DNG, params["kernel"], operands, dys.dtype, b_transposed=True)
+    return dparams, dx.reshape(directions, time, batch, embed), None
+
+
+def _backward_loop(stored, m_DTB, dys, dh_last, dc_last, u_transposed, unroll, operands):
+    """The reverse scan in `lax`: returns the stored `dz <[D, time, batch, 4H]>`.
 
     Each step reads the four stored gate arrays whole (see the module docstring). Every
     matmul takes `operands`-typed inputs and accumulates in the input dtype, as in the
@@ -252,14 +300,9 @@ def _fused_bwd(unroll, operands, saved, cotangents):
     bfloat16 array into a float32 pass over the whole array (convert, update, convert
     back), which doubled the bfloat16 layer's gradient time.
     """
-    params, m_DTB, ((i_all, f_all, g_all, o_all, c_prev_all), xh_T) = saved
-    dys, (dh_last, dc_last) = cotangents
+    i_all, f_all, g_all, o_all, c_prev_all = stored
     directions, time, batch, hidden = c_prev_all.shape
-    embed = params["kernel"].shape[1]
     dtype = dys.dtype
-    # Transposed once here, not per step with `b_transposed`: given `U` as it lies, the
-    # float32 step's `dz U^T` ran slower.
-    u_transposed = jnp.swapaxes(params["recurrent_kernel"], 1, 2).astype(operands)
     dz_all = jnp.zeros((directions, time, batch, 4 * hidden), _bits(operands))
 
     def body(k, state):
@@ -281,18 +324,7 @@ def _fused_bwd(unroll, operands, saved, cotangents):
         dc_prev = dct * f + jnp.where(m, 0.0, dc)
         return (dh_prev, dc_prev), dz_all
 
-    _, dz_all = jax.lax.fori_loop(0, time, body, ((dh_last, dc_last), dz_all), unroll=unroll)
-
-    dz_all = jax.lax.bitcast_convert_type(dz_all, operands)
-    dz_DNG = dz_all.reshape(directions, time * batch, -1)  # one row per (step, example)
-    dwu = _bmm(xh_T.reshape(directions, embed + hidden + 1, -1), dz_DNG, operands, dtype)
-    dparams = {
-        "kernel": dwu[:, :embed],
-        "recurrent_kernel": dwu[:, embed:-1],
-        "bias": dwu[:, -1],
-    }
-    dx = _bmm(dz_DNG, params["kernel"], operands, dtype, b_transposed=True)
-    return dparams, dx.reshape(directions, time, batch, embed), None
+    return jax.lax.fori_loop(0, time, body, ((dh_last, dc_last), dz_all), unroll=unroll)[1]
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -306,15 +338,27 @@ def _stacked(*params: Any) -> Params:
 # ----------------------------------------------------------------------------------
 # Public layers: time-major in, time-major out (recurrence does the batch-major faces).
 # ----------------------------------------------------------------------------------
-KERNELS = ("loop", "pallas", "interpret")
+KERNELS = ("loop", "cpu", "pallas", "interpret")
 
 
 def _run(kernel: str, params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
-    """The core on `kernel`: "loop" is `_fused` above; "pallas" the GPU kernels of
-    `lstm_jax.pallas_lstm`, the same function ("interpret": those in Pallas' interpret
-    mode, on any backend, slow: for checking them without a GPU)."""
+    """The core on `kernel`: "loop" is `_fused` above with its `lax` loops; "cpu" the
+    same with its loops as the native code of `lstm_jax.cpu_kernel`; "pallas" the GPU
+    kernels of `lstm_jax.pallas_lstm`, the same function ("interpret": those in Pallas'
+    interpret mode, on any backend, slow: for checking them without a GPU)."""
     if kernel == "loop":
-        return _fused(params, x_DTBE, m_DTB, unroll, operands)
+        return _fused(params, x_DTBE, m_DTB, unroll, operands, kernel)
+    if kernel == "cpu":
+        from lstm_jax import cpu_kernel
+
+        embed, hidden = x_DTBE.shape[-1], params["recurrent_kernel"].shape[1]
+        if not cpu_kernel.takes(embed, hidden, x_DTBE.dtype, operands):
+            raise ValueError(
+                f"the native CPU loops do not run this layer here ({embed} inputs, {hidden} "
+                f"units, {x_DTBE.dtype} inputs, {jnp.dtype(operands).name} matmuls, backend "
+                f"{jax.default_backend()!r}; see lstm_jax.cpu_kernel); use kernel='loop'"
+            )
+        return _fused(params, x_DTBE, m_DTB, unroll, operands, kernel)
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {list(KERNELS)}")
     from lstm_jax import pallas_lstm  # Pallas is imported only where it runs
@@ -347,8 +391,8 @@ def lstm_layer_tm(
     the dtype of `xs_TBE`; the outputs `ys` come back rounded to `matmul_dtype` (the
     inputs of the next layer's matmul), the final carry unrounded. None keeps every
     matmul in that dtype. `kernel` (one of `KERNELS`) picks what runs the loops: this
-    module's `lax` loops, or the Pallas GPU kernels of `lstm_jax.pallas_lstm` (`unroll`
-    is then unused).
+    module's `lax` loops, their native CPU form (`lstm_jax.cpu_kernel`), or the Pallas
+    GPU kernels of `lstm_jax.pallas_lstm` (`unroll` is then unused).
     """
     if reverse:
         xs_TBE, mask_TB = _flip(xs_TBE), _flip(mask_TB)

@@ -6,13 +6,15 @@ plug in behind the same functions, so models never change when the engine does.
 
 Engines: `"fused"` (the default, `lstm_jax.fused`) runs the "lstm" cell from a zero carry
 through a hand-written backward pass, both directions of a bidirectional layer in one
-scan; `"scan"` runs every cell through the generic masked `lax.scan` (the reference);
+scan, its two loops as native code on a CPU backend for the float32 layers that code
+takes (`lstm_jax.cpu_kernel`: a hidden size that is a multiple of 16, weights within
+1 MiB); `"scan"` runs every cell through the generic masked `lax.scan` (the reference);
 `"remat"` is that scan with each step rematerialised (`jax.checkpoint`): the backward pass
 recomputes the gates from the stored carries, so activation memory drops to the carries,
 for long sequences; `"pallas"` is the fused engine with its two loops as Pallas GPU kernels
 (`lstm_jax.pallas_lstm`: the recurrent weights held on chip across the steps) on a GPU
-backend, and the fused engine's `lax` loops elsewhere, or for a layer the kernels do not
-take (a hidden size that is not a power of two from 16 up). Other cells, or an explicit
+backend, and the fused engine elsewhere, or for a layer the kernels do not take (a
+hidden size that is not a power of two from 16 up). Other cells, or an explicit
 `initial_carry`, take the generic scan. The engine is an argument of every call (models
 and configs carry it as a field), never module state, so what `jit` traces is what the
 call says. The fused engines also take `matmul_dtype="bfloat16"`: bfloat16
@@ -105,18 +107,22 @@ def _use_fused(
     return fused_ok
 
 
-def _kernel(engine: str, hidden: int, dtype: Any, matmul_dtype: Any = None) -> str:
-    """What runs a fused layer's loops (`fused.KERNELS`): the Pallas kernels for engine
-    "pallas" on a GPU where they take the layer (`hidden` units, `dtype` inputs, matmuls
-    on `matmul_dtype`) and this jax still has Pallas' Triton backend, the `lax` loops
-    otherwise."""
-    if check_engine(engine) != "pallas":
-        return "loop"
-    from lstm_jax import pallas_lstm
+def _kernel(engine: str, features: int, hidden: int, dtype: Any, matmul_dtype: Any = None) -> str:
+    """What runs the loops of a fused layer (`features` inputs, `hidden` units, `dtype`
+    inputs, matmuls on `matmul_dtype`; `fused.KERNELS`): the Pallas kernels for engine
+    "pallas" on a GPU where they take the layer and this jax still has Pallas' Triton
+    backend; the native loops of `cpu_kernel` on a CPU where they take it; the `lax`
+    loops otherwise."""
+    if check_engine(engine) == "pallas":
+        from lstm_jax import pallas_lstm
 
-    kernels = pallas_lstm.on_gpu() and pallas_lstm.triton_supported()
-    fits = pallas_lstm.supported(hidden, dtype, matmul_dtype)
-    return "pallas" if kernels and fits else "loop"
+        if pallas_lstm.on_gpu():
+            kernels = pallas_lstm.triton_supported()
+            fits = pallas_lstm.supported(hidden, dtype, matmul_dtype)
+            return "pallas" if kernels and fits else "loop"
+    from lstm_jax import cpu_kernel
+
+    return "cpu" if cpu_kernel.takes(features, hidden, dtype, matmul_dtype) else "loop"
 
 
 def time_major(x: Array) -> Array:
@@ -266,7 +272,9 @@ def rnn(
             reverse=reverse,
             unroll=unroll,
             matmul_dtype=matmul_dtype,
-            kernel=_kernel(engine, params["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype),
+            kernel=_kernel(
+                engine, features, params["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype
+            ),
         )
         return time_major(ys_TBH), carry
     if initial_carry is None:
@@ -322,7 +330,11 @@ def bidirectional(
             unroll=unroll,
             matmul_dtype=matmul_dtype,
             kernel=_kernel(
-                engine, params["forward"]["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype
+                engine,
+                xs_BTE.shape[-1],
+                params["forward"]["recurrent_kernel"].shape[0],
+                xs_BTE.dtype,
+                matmul_dtype,
             ),
         )
         return time_major(jnp.concatenate([ys_fwd, ys_bwd], axis=-1)), carries

@@ -7,7 +7,8 @@ One compilation cache per test run, in a temporary folder that the run's workers
 and that goes when the run ends (`$LSTM_JAX_TEST_CACHE` names a folder to keep instead):
 many tests compile the same programs (the same tiny model, step and shapes), and each is
 compiled once, which takes a quarter off the fast tier. The commands that tests start in
-a new process use no cache, so nothing lands in the user's."""
+a new process use no cache, so nothing lands in the user's. The native CPU loops
+(`lstm_jax.cpu_kernel`) are built into another temporary folder, once per run."""
 
 import os
 import shutil
@@ -21,7 +22,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 import jax
 
-from lstm_jax import host
+from lstm_jax import cpu_kernel, host
 
 host.configure(cpu_devices=2)
 os.environ[host.ENV_CACHE] = "0"  # the CLI's compilation cache: not in the tests' home
@@ -30,6 +31,9 @@ os.environ[host.ENV_CACHE] = "0"  # the CLI's compilation cache: not in the test
 _CACHE_OWNER = "LSTM_JAX_TEST_CACHE" not in os.environ
 if _CACHE_OWNER:
     os.environ["LSTM_JAX_TEST_CACHE"] = tempfile.mkdtemp(prefix="lstm_jax_tests_xla_")
+_NATIVE_OWNER = _CACHE_OWNER and cpu_kernel.ENV_CACHE not in os.environ
+if _NATIVE_OWNER:
+    os.environ[cpu_kernel.ENV_CACHE] = tempfile.mkdtemp(prefix="lstm_jax_tests_native_")
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -59,6 +63,8 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if _CACHE_OWNER:
         shutil.rmtree(os.environ["LSTM_JAX_TEST_CACHE"], ignore_errors=True)
+    if _NATIVE_OWNER:
+        shutil.rmtree(os.environ[cpu_kernel.ENV_CACHE], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ LAYERS = {
     "lstm_jax.recurrence": 2,
     "lstm_jax.fused": 2,
     "lstm_jax.pallas_lstm": 2,
+    "lstm_jax.cpu_kernel": 2,
     "lstm_jax.models": 3,
     "lstm_jax.summary": 3,
     "lstm_jax.interop": 3,

@@ -1,0 +1,267 @@
+// The fused LSTM engine's two loops for a CPU backend, as XLA FFI handlers
+// (lstm_jax/cpu_kernel.py builds and registers them; lstm_jax/fused.py has the equations).
+//
+// XLA runs a loop step as a chain of small ops, each through memory, on one core. Here one
+// call runs the whole loop: each thread takes a block of the batch's sequences through every
+// step (the sequences are independent, so the threads never wait for each other), and a
+// step's matmul, gates and stores run on rows the thread has in cache.
+//
+// float32 throughout, AVX-512; the hidden size a multiple of 16. Layouts are the fused
+// engine's, directions stacked first:
+//   lstm_forward(x [D,T,B,E], mask [D,T,B], wu [D,E+H,4H], bias [D,4H])
+//     -> i, f, g, o, c_prev [D,T,B,H], xh_T [D,E+H+1,T,B] (its last row left unwritten),
+//        h, c [D,B,H]
+//   lstm_backward(i, f, g, o, c_prev, mask, dys [D,T,B,H], dh, dc [D,B,H], u_t [D,4H,H])
+//     -> dz [D,T,B,4H]
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// e^x: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor polynomial of degree 7
+// (relative error below 2e-7 on that range), scaled by 2^n.
+inline __m512 Exp(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.f / 5040);
+  for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) {
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  }
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 Sigmoid(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, Exp(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+inline __m512 Tanh(__m512 x) {  // 2 sigmoid(2x) - 1
+  return _mm512_fmsub_ps(_mm512_set1_ps(2.f), Sigmoid(_mm512_add_ps(x, x)), _mm512_set1_ps(1.f));
+}
+
+// Four rows of z = init + a w, columns [n, n + 16 NV): a [4, K] (row stride K), w [K, N],
+// init [4, N] with row stride `is` (0: one row for all four), z [4, N].
+template <int NV>
+inline void Block4(const float* a, int K, const float* w, int N, int n, const float* init, int is,
+                   float* z) {
+  __m512 acc[4][NV];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_loadu_ps(init + i * is + n + 16 * j);
+  for (int k = 0; k < K; ++k) {
+    __m512 wk[NV];
+    for (int j = 0; j < NV; ++j) wk[j] = _mm512_loadu_ps(w + int64_t{k} * N + n + 16 * j);
+    for (int i = 0; i < 4; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[int64_t{i} * K + k]);
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(ai, wk[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(z + int64_t{i} * N + n + 16 * j, acc[i][j]);
+}
+
+// z [M, N] = init + a [M, K] w [K, N], N a multiple of 16; init as in Block4.
+void MatMul(const float* a, int M, int K, const float* w, int N, const float* init, int is,
+            float* z) {
+  int m = 0;
+  for (; m + 4 <= M; m += 4) {
+    const float* am = a + int64_t{m} * K;
+    const float* im = init + int64_t{m} * is;
+    float* zm = z + int64_t{m} * N;
+    int n = 0;
+    for (; n + 64 <= N; n += 64) Block4<4>(am, K, w, N, n, im, is, zm);
+    for (; n < N; n += 16) Block4<1>(am, K, w, N, n, im, is, zm);
+  }
+  for (; m < M; ++m) {
+    for (int n = 0; n < N; n += 16) {
+      __m512 acc = _mm512_loadu_ps(init + int64_t{m} * is + n);
+      for (int k = 0; k < K; ++k) {
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(a[int64_t{m} * K + k]),
+                              _mm512_loadu_ps(w + int64_t{k} * N + n), acc);
+      }
+      _mm512_storeu_ps(z + int64_t{m} * N + n, acc);
+    }
+  }
+}
+
+// Runs work(b0, b1) on `threads` blocks of [0, batch), one on the calling thread.
+template <typename Work>
+void OverBatch(int batch, int64_t threads, const Work& work) {
+  const int blocks = static_cast<int>(std::clamp<int64_t>(threads, 1, batch));
+  std::vector<std::thread> others;
+  for (int p = 1; p < blocks; ++p) {
+    others.emplace_back(work, static_cast<int>(int64_t{batch} * p / blocks),
+                        static_cast<int>(int64_t{batch} * (p + 1) / blocks));
+  }
+  work(0, static_cast<int>(batch / blocks));
+  for (auto& t : others) t.join();
+}
+
+using F32 = ffi::Buffer<ffi::F32>;
+using Out = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error Forward(F32 x, ffi::Buffer<ffi::PRED> mask, F32 wu, F32 bias, Out gi, Out gf, Out gg,
+                   Out go, Out gc, Out xh_t, Out h_last, Out c_last, int64_t threads) {
+  const auto dims = x.dimensions();
+  const int D = dims[0], T = dims[1], B = dims[2], E = dims[3];
+  const int K = wu.dimensions()[1], N = wu.dimensions()[2], H = N / 4;
+  if (K != E + H || H % 16 != 0) {
+    return ffi::Error::InvalidArgument("lstm_forward: needs wu [D, E + H, 4H] with H % 16 == 0");
+  }
+  const float* X = x.typed_data();
+  const bool* Mk = mask.typed_data();
+  float* stored[5] = {gi->typed_data(), gf->typed_data(), gg->typed_data(), go->typed_data(),
+                      gc->typed_data()};
+  float* XH = xh_t->typed_data();
+  OverBatch(B, threads, [&](int b0, int b1) {
+    const int R = b1 - b0;
+    std::vector<float> xh(int64_t{R} * K), z(int64_t{R} * N), h(int64_t{R} * H),
+        c(int64_t{R} * H);
+    for (int d = 0; d < D; ++d) {
+      std::fill(h.begin(), h.end(), 0.f);
+      std::fill(c.begin(), c.end(), 0.f);
+      const float* W = wu.typed_data() + int64_t{d} * K * N;
+      const float* bd = bias.typed_data() + int64_t{d} * N;
+      for (int t = 0; t < T; ++t) {
+        const int64_t step = (int64_t{d} * T + t) * B + b0;  // row (d, t, b0)
+        for (int r = 0; r < R; ++r) {
+          std::memcpy(&xh[int64_t{r} * K], X + (step + r) * E, sizeof(float) * E);
+          std::memcpy(&xh[int64_t{r} * K + E], &h[int64_t{r} * H], sizeof(float) * H);
+        }
+        for (int k = 0; k < K; ++k) {  // column t of xh_T, rows b0..b1
+          float* to = XH + ((int64_t{d} * (K + 1) + k) * T + t) * B + b0;
+          for (int r = 0; r < R; ++r) to[r] = xh[int64_t{r} * K + k];
+        }
+        MatMul(xh.data(), R, K, W, N, bd, 0, z.data());
+        for (int r = 0; r < R; ++r) {
+          const int64_t row = (step + r) * H;
+          const bool real = Mk[step + r];
+          const float* zr = &z[int64_t{r} * N];
+          float* hr = &h[int64_t{r} * H];
+          float* cr = &c[int64_t{r} * H];
+          for (int j = 0; j < H; j += 16) {
+            const __m512 i = Sigmoid(_mm512_loadu_ps(zr + j));
+            const __m512 f = Sigmoid(_mm512_loadu_ps(zr + H + j));
+            const __m512 g = Tanh(_mm512_loadu_ps(zr + 2 * H + j));
+            const __m512 o = Sigmoid(_mm512_loadu_ps(zr + 3 * H + j));
+            const __m512 c0 = _mm512_loadu_ps(cr + j);
+            const __m512 values[5] = {i, f, g, o, c0};
+            for (int s = 0; s < 5; ++s) _mm512_storeu_ps(stored[s] + row + j, values[s]);
+            if (real) {  // padded steps keep the carry
+              const __m512 c1 = _mm512_fmadd_ps(f, c0, _mm512_mul_ps(i, g));
+              _mm512_storeu_ps(cr + j, c1);
+              _mm512_storeu_ps(hr + j, _mm512_mul_ps(o, Tanh(c1)));
+            }
+          }
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t row = (int64_t{d} * B + b0 + r) * H;
+        std::memcpy(h_last->typed_data() + row, &h[int64_t{r} * H], sizeof(float) * H);
+        std::memcpy(c_last->typed_data() + row, &c[int64_t{r} * H], sizeof(float) * H);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(F32 gi, F32 gf, F32 gg, F32 go, F32 gc, ffi::Buffer<ffi::PRED> mask, F32 dys,
+                    F32 dh_last, F32 dc_last, F32 u_t, Out dz_out, int64_t threads) {
+  const auto dims = gc.dimensions();
+  const int D = dims[0], T = dims[1], B = dims[2], H = dims[3], N = 4 * H;
+  if (H % 16 != 0) return ffi::Error::InvalidArgument("lstm_backward: needs H % 16 == 0");
+  const float *I = gi.typed_data(), *F = gf.typed_data(), *G = gg.typed_data();
+  const float *O = go.typed_data(), *C = gc.typed_data(), *DY = dys.typed_data();
+  const bool* Mk = mask.typed_data();
+  float* DZ = dz_out->typed_data();
+  OverBatch(B, threads, [&](int b0, int b1) {
+    const int R = b1 - b0;
+    std::vector<float> dz(int64_t{R} * N), dh(int64_t{R} * H), dc(int64_t{R} * H),
+        kept(int64_t{R} * H);
+    const __m512 one = _mm512_set1_ps(1.f), zero = _mm512_setzero_ps();
+    for (int d = 0; d < D; ++d) {
+      const int64_t first = (int64_t{d} * B + b0) * H;
+      std::memcpy(dh.data(), dh_last.typed_data() + first, sizeof(float) * R * H);
+      std::memcpy(dc.data(), dc_last.typed_data() + first, sizeof(float) * R * H);
+      const float* U = u_t.typed_data() + int64_t{d} * N * H;
+      for (int t = T - 1; t >= 0; --t) {
+        const int64_t step = (int64_t{d} * T + t) * B + b0;
+        for (int r = 0; r < R; ++r) {
+          const int64_t row = (step + r) * H;
+          const bool real = Mk[step + r];
+          float* dhr = &dh[int64_t{r} * H];
+          float* dcr = &dc[int64_t{r} * H];
+          float* kr = &kept[int64_t{r} * H];
+          float* dzr = &dz[int64_t{r} * N];
+          for (int j = 0; j < H; j += 16) {
+            const __m512 i = _mm512_loadu_ps(I + row + j), f = _mm512_loadu_ps(F + row + j);
+            const __m512 g = _mm512_loadu_ps(G + row + j), o = _mm512_loadu_ps(O + row + j);
+            const __m512 c0 = _mm512_loadu_ps(C + row + j);
+            const __m512 dh0 = _mm512_loadu_ps(dhr + j), dc0 = _mm512_loadu_ps(dcr + j);
+            const __m512 tc = Tanh(_mm512_fmadd_ps(f, c0, _mm512_mul_ps(i, g)));
+            const __m512 dht = real ? _mm512_add_ps(dh0, _mm512_loadu_ps(DY + row + j)) : zero;
+            const __m512 dct = _mm512_fmadd_ps(_mm512_mul_ps(dht, o), _mm512_fnmadd_ps(tc, tc, one),
+                                               real ? dc0 : zero);
+            _mm512_storeu_ps(dzr + j, _mm512_mul_ps(_mm512_mul_ps(dct, g),
+                                                    _mm512_mul_ps(i, _mm512_sub_ps(one, i))));
+            _mm512_storeu_ps(dzr + H + j, _mm512_mul_ps(_mm512_mul_ps(dct, c0),
+                                                        _mm512_mul_ps(f, _mm512_sub_ps(one, f))));
+            _mm512_storeu_ps(dzr + 2 * H + j,
+                             _mm512_mul_ps(_mm512_mul_ps(dct, i), _mm512_fnmadd_ps(g, g, one)));
+            _mm512_storeu_ps(dzr + 3 * H + j, _mm512_mul_ps(_mm512_mul_ps(dht, tc),
+                                                            _mm512_mul_ps(o, _mm512_sub_ps(one, o))));
+            _mm512_storeu_ps(dcr + j, _mm512_fmadd_ps(dct, f, real ? zero : dc0));
+            _mm512_storeu_ps(kr + j, real ? zero : dh0);
+          }
+          std::memcpy(DZ + (step + r) * N, dzr, sizeof(float) * N);
+        }
+        MatMul(dz.data(), R, N, U, H, kept.data(), H, dh.data());  // dh = dz U^T + kept
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Attr<int64_t>("threads"));
