@@ -95,16 +95,25 @@ void MatMul(const float* a, int M, int K, const float* w, int N, const float* in
   }
 }
 
-// Runs work(b0, b1) on `threads` blocks of [0, batch), one on the calling thread.
+// Runs work(b0, b1) on `threads` blocks of [0, batch), one on the calling thread, each with
+// denormals flushed to zero as XLA's own loops run (the thread's MXCSR is restored after):
+// a gradient that decays into denormals would otherwise take the slow microcode path.
 template <typename Work>
 void OverBatch(int batch, int64_t threads, const Work& work) {
+  const auto flushed = [&work](int b0, int b1) {
+    const unsigned int mxcsr = _mm_getcsr();
+    _mm_setcsr(mxcsr | 0x8040);  // flush-to-zero and denormals-are-zero
+    work(b0, b1);
+    _mm_setcsr(mxcsr);
+  };
+  if (batch <= 0) return;
   const int blocks = static_cast<int>(std::clamp<int64_t>(threads, 1, batch));
   std::vector<std::thread> others;
   for (int p = 1; p < blocks; ++p) {
-    others.emplace_back(work, static_cast<int>(int64_t{batch} * p / blocks),
+    others.emplace_back(flushed, static_cast<int>(int64_t{batch} * p / blocks),
                         static_cast<int>(int64_t{batch} * (p + 1) / blocks));
   }
-  work(0, static_cast<int>(batch / blocks));
+  flushed(0, static_cast<int>(batch / blocks));
   for (auto& t : others) t.join();
 }
 
