@@ -2,9 +2,10 @@
 // (lstm_jax/cpu_kernel.py builds and registers them; lstm_jax/fused.py has the equations).
 //
 // XLA runs a loop step as a chain of small ops, each through memory, on one core. Here one
-// call runs the whole loop: each thread takes a block of the batch's sequences through every
-// step (the sequences are independent, so the threads never wait for each other), and a
-// step's matmul, gates and stores run on rows the thread has in cache.
+// call runs the whole loop: each thread (the caller and XLA's intra-op pool) takes a block of
+// the batch's sequences through every step (the sequences are independent, so the threads
+// never wait for each other), and a step's matmul, gates and stores run on rows the thread
+// has in cache.
 //
 // float32 throughout, AVX-512; the hidden size a multiple of 16. Layouts are the fused
 // engine's, directions stacked first:
@@ -16,9 +17,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <thread>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -95,32 +99,45 @@ void MatMul(const float* a, int M, int K, const float* w, int N, const float* in
   }
 }
 
-// Runs work(b0, b1) on `threads` blocks of [0, batch), one on the calling thread, each with
-// denormals flushed to zero as XLA's own loops run (the thread's MXCSR is restored after):
-// a gradient that decays into denormals would otherwise take the slow microcode path.
+// Runs work(b0, b1) over [0, batch) in `threads` blocks: the calling thread and tasks on
+// XLA's intra-op thread pool take blocks from a shared counter until none are left, so the
+// call never waits on a task that has not started (a busy pool cannot stall it), and a
+// task that starts late finds nothing to do. Each block runs with denormals flushed to
+// zero, as XLA's own loops run (the thread's MXCSR is restored after): a gradient that
+// decays into denormals would otherwise take the slow microcode path.
 template <typename Work>
-void OverBatch(int batch, int64_t threads, const Work& work) {
-  const auto flushed = [&work](int b0, int b1) {
-    const unsigned int mxcsr = _mm_getcsr();
-    _mm_setcsr(mxcsr | 0x8040);  // flush-to-zero and denormals-are-zero
-    work(b0, b1);
-    _mm_setcsr(mxcsr);
-  };
+void OverBatch(int batch, int64_t threads, ffi::ThreadPool& pool, const Work& work) {
   if (batch <= 0) return;
+  struct Blocks {
+    std::atomic<int> next{0}, done{0};
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
   const int blocks = static_cast<int>(std::clamp<int64_t>(threads, 1, batch));
-  std::vector<std::thread> others;
-  for (int p = 1; p < blocks; ++p) {
-    others.emplace_back(flushed, static_cast<int>(int64_t{batch} * p / blocks),
-                        static_cast<int>(int64_t{batch} * (p + 1) / blocks));
-  }
-  flushed(0, static_cast<int>(batch / blocks));
-  for (auto& t : others) t.join();
+  auto state = std::make_shared<Blocks>();
+  auto drain = [state, batch, blocks, &work] {
+    for (int p; (p = state->next.fetch_add(1)) < blocks;) {
+      const unsigned int mxcsr = _mm_getcsr();
+      _mm_setcsr(mxcsr | 0x8040);  // flush-to-zero and denormals-are-zero
+      work(static_cast<int>(int64_t{batch} * p / blocks),
+           static_cast<int>(int64_t{batch} * (p + 1) / blocks));
+      _mm_setcsr(mxcsr);
+      if (state->done.fetch_add(1) + 1 == blocks) {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        state->finished.notify_all();
+      }
+    }
+  };
+  for (int p = 1; p < blocks; ++p) pool.Schedule([drain] { drain(); });
+  drain();
+  std::unique_lock<std::mutex> lock(state->mutex);
+  state->finished.wait(lock, [&] { return state->done.load() == blocks; });
 }
 
 using F32 = ffi::Buffer<ffi::F32>;
 using Out = ffi::ResultBuffer<ffi::F32>;
 
-ffi::Error Forward(F32 x, ffi::Buffer<ffi::PRED> mask, F32 wu, F32 bias, Out gi, Out gf, Out gg,
+ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32 wu, F32 bias, Out gi, Out gf, Out gg,
                    Out go, Out gc, Out xh_t, Out h_last, Out c_last, int64_t threads) {
   const auto dims = x.dimensions();
   const int D = dims[0], T = dims[1], B = dims[2], E = dims[3];
@@ -133,7 +150,7 @@ ffi::Error Forward(F32 x, ffi::Buffer<ffi::PRED> mask, F32 wu, F32 bias, Out gi,
   float* stored[5] = {gi->typed_data(), gf->typed_data(), gg->typed_data(), go->typed_data(),
                       gc->typed_data()};
   float* XH = xh_t->typed_data();
-  OverBatch(B, threads, [&](int b0, int b1) {
+  OverBatch(B, threads, pool, [&](int b0, int b1) {
     const int R = b1 - b0;
     std::vector<float> xh(int64_t{R} * K), z(int64_t{R} * N), h(int64_t{R} * H),
         c(int64_t{R} * H);
@@ -185,7 +202,7 @@ ffi::Error Forward(F32 x, ffi::Buffer<ffi::PRED> mask, F32 wu, F32 bias, Out gi,
   return ffi::Error::Success();
 }
 
-ffi::Error Backward(F32 gi, F32 gf, F32 gg, F32 go, F32 gc, ffi::Buffer<ffi::PRED> mask, F32 dys,
+ffi::Error Backward(ffi::ThreadPool pool, F32 gi, F32 gf, F32 gg, F32 go, F32 gc, ffi::Buffer<ffi::PRED> mask, F32 dys,
                     F32 dh_last, F32 dc_last, F32 u_t, Out dz_out, int64_t threads) {
   const auto dims = gc.dimensions();
   const int D = dims[0], T = dims[1], B = dims[2], H = dims[3], N = 4 * H;
@@ -194,7 +211,7 @@ ffi::Error Backward(F32 gi, F32 gf, F32 gg, F32 go, F32 gc, ffi::Buffer<ffi::PRE
   const float *O = go.typed_data(), *C = gc.typed_data(), *DY = dys.typed_data();
   const bool* Mk = mask.typed_data();
   float* DZ = dz_out->typed_data();
-  OverBatch(B, threads, [&](int b0, int b1) {
+  OverBatch(B, threads, pool, [&](int b0, int b1) {
     const int R = b1 - b0;
     std::vector<float> dz(int64_t{R} * N), dh(int64_t{R} * H), dc(int64_t{R} * H),
         kept(int64_t{R} * H);
@@ -246,6 +263,7 @@ ffi::Error Backward(F32 gi, F32 gf, F32 gg, F32 go, F32 gc, ffi::Buffer<ffi::PRE
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Arg<F32>()
@@ -262,6 +280,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<F32>()
                                   .Arg<F32>()
                                   .Arg<F32>()
