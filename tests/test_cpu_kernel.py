@@ -30,7 +30,7 @@ def _run(kernel, params, xs_TBE, mask_TB):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize(
     ("directions", "time", "batch", "features", "hidden"),
-    [(1, 7, 5, 3, 16), (2, 4, 2, 24, 32), (2, 1, 1, 8, 16)],
+    [(1, 7, 5, 3, 16), (2, 4, 2, 24, 32), (2, 1, 1, 8, 16), (2, 3, 37, 5, 16)],
 )
 def test_native_loops_match_the_lax_loops(
     monkeypatch, threads, directions, time, batch, features, hidden
