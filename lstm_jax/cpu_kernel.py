@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm_jax import host
+
 Array = jax.Array
 
 SOURCE = Path(__file__).with_suffix(".cc")
@@ -57,11 +59,10 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _cache_dir() -> Path:
+def _cache_dir() -> Path | None:
     if os.environ.get(ENV_CACHE):
         return Path(os.environ[ENV_CACHE]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lstm_jax" / "native"
+    return host.user_cache_dir("native")
 
 
 def _build(compiler: str, target: Path) -> None:
@@ -87,12 +88,13 @@ def _library() -> ctypes.CDLL | None:
         return None
     flags = _cpu_flags()
     compiler = shutil.which(os.environ.get("CXX", "c++"))
-    if "avx512f" not in flags or compiler is None:
+    folder = _cache_dir()
+    if "avx512f" not in flags or compiler is None or folder is None:
         return None
     versions = f"{compiler} jax {jax.__version__} jaxlib {importlib.metadata.version('jaxlib')}"
     parts = [SOURCE.read_bytes(), versions.encode(), *sorted(map(str.encode, flags))]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
-    target = _cache_dir() / f"lstm_cpu_{key}.so"
+    target = folder / f"lstm_cpu_{key}.so"
     try:
         if not target.exists():
             _build(compiler, target)
@@ -134,19 +136,19 @@ def _threads() -> int:
 
 
 def forward(
-    params: dict[str, Array], x_DTBE: Array, m_DTB: Array
+    wu: Array, bias: Array, x_DTBE: Array, m_DTB: Array
 ) -> tuple[tuple[Array, Array], tuple[Array, ...], Array]:
-    """The forward loop: `((h, c), (i, f, g, o, c_prev), xh_T)` as `fused._forward_loop`
-    returns them (`xh_T` float32, its row of ones not yet set)."""
+    """The forward loop on `wu = [W; U] <[D, E + H, 4H]>` and `bias <[D, 4H]>`:
+    `((h, c), (i, f, g, o, c_prev), xh_T)` as `fused._forward_loop` returns them (`xh_T`
+    float32, its row of ones not yet set)."""
     directions, time, batch, embed = x_DTBE.shape
-    hidden = params["recurrent_kernel"].shape[1]
-    wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1)
+    hidden = wu.shape[-1] // 4
     step = jax.ShapeDtypeStruct((directions, time, batch, hidden), jnp.float32)
     xh_T = jax.ShapeDtypeStruct((directions, embed + hidden + 1, time, batch), jnp.float32)
     carry = jax.ShapeDtypeStruct((directions, batch, hidden), jnp.float32)
     outputs = (step,) * 5 + (xh_T, carry, carry)
     call = jax.ffi.ffi_call("lstm_forward", outputs, vmap_method="sequential")
-    *stored, xh_T, h, c = call(x_DTBE, m_DTB, wu, params["bias"], threads=np.int64(_threads()))
+    *stored, xh_T, h, c = call(x_DTBE, m_DTB, wu, bias, threads=np.int64(_threads()))
     return (h, c), tuple(stored), xh_T
 
 

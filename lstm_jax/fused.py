@@ -174,12 +174,14 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     one rounded to match); the final carries stay in the input dtype.
     """
     embed = x_DTBE.shape[-1]
+    wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1)  # [W; U]
     if kernel == "cpu":
         from lstm_jax import cpu_kernel
 
-        carry, stored, xh_T = cpu_kernel.forward(params, x_DTBE, m_DTB)
+        carry, stored, xh_T = cpu_kernel.forward(wu, params["bias"], x_DTBE, m_DTB)
     else:
-        carry, stored, xh_T = _forward_loop(params, x_DTBE, m_DTB, unroll, operands)
+        loop = (wu.astype(operands), params["bias"], x_DTBE, m_DTB)
+        carry, stored, xh_T = _forward_loop(*loop, unroll, operands)
     bits = xh_T.dtype
     xh_T = xh_T.at[:, -1].set(jax.lax.bitcast_convert_type(jnp.ones((), operands), bits))
     xh_T = jax.lax.bitcast_convert_type(xh_T, operands)
@@ -189,9 +191,10 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     return ys, carry, (stored, xh_T)
 
 
-def _forward_loop(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
-    """The forward loop in `lax`: returns the final carries `(h, c)`, the stored gates and
-    cell states `(i, f, g, o, c_prev)` and `xh_T`, its row of ones not yet set.
+def _forward_loop(wu: Array, bias: Array, x_DTBE: Array, m_DTB: Array, unroll: int, operands: Any):
+    """The forward loop in `lax`, on the stacked kernels `wu = [W; U] <[D, E + H, 4H]>` (in
+    `operands`) and `bias <[D, 4H]>`: returns the final carries `(h, c)`, the stored gates
+    and cell states `(i, f, g, o, c_prev)` and `xh_T`, its row of ones not yet set.
 
     The loop is a `lax.fori_loop` over the step index (JAX runs it as a `lax.scan`), so
     that every stored sequence can keep the direction axis first.
@@ -213,12 +216,11 @@ def _forward_loop(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, oper
     size.
     """
     directions, time, batch, embed = x_DTBE.shape
-    hidden = params["recurrent_kernel"].shape[1]
+    hidden = wu.shape[-1] // 4
     dtype = x_DTBE.dtype
     slope = _gate_slope(hidden, dtype)
     offset = 1.0 - slope
-    wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1).astype(operands)
-    bias = params["bias"][:, None]
+    bias = bias[:, None]
     # The loop writes every slot of these arrays but the row of ones, so their initial
     # values are never read. The row of ones is set after the loop: set on the zeros here,
     # XLA folded the whole initial array into a constant held by the executable (of every

@@ -212,12 +212,17 @@ def compilation_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     chosen = env.get(ENV_CACHE, "").strip()
     if chosen == "0":
         return None
-    if chosen:
-        return Path(chosen).expanduser()
+    return Path(chosen).expanduser() if chosen else user_cache_dir("xla", env)
+
+
+def user_cache_dir(name: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """`$XDG_CACHE_HOME/lstm_jax/<name>`, else `~/.cache/lstm_jax/<name>`; None when neither
+    `$XDG_CACHE_HOME` nor a home folder is known."""
+    env = os.environ if env is None else env
     if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]) / "lstm_jax" / "xla"
+        return Path(env["XDG_CACHE_HOME"]) / "lstm_jax" / name
     try:
-        return Path.home() / ".cache" / "lstm_jax" / "xla"
+        return Path.home() / ".cache" / "lstm_jax" / name
     except RuntimeError:  # no $HOME and no user database entry
         return None
 
