@@ -8,14 +8,15 @@ gates and stores run on rows the thread has in cache. The loops compute what
 `fused._forward_loop` and `fused._backward_loop` compute (float32, within rounding); the
 weight and input gradients stay XLA's large matmuls after the loop, as in `fused`.
 
-It takes float32 layers with float32 matmuls whose hidden size is a multiple of 16 and
-whose weights (`(E + H) x 4H`) fit in 1 MiB, a core's share of cache (larger ones ran
-slower than XLA's loop); AVX-512 on Linux. The library is built on first use with the
-system's C++ compiler (`$CXX`, else `c++`) for this CPU (`-march=native`), against the
-FFI headers that jaxlib ships, into `$LSTM_JAX_NATIVE_CACHE` (default
-`$XDG_CACHE_HOME/lstm_jax/native`, else `~/.cache/lstm_jax/native`), one file per
-source, compiler, jax version and CPU. Without a compiler or AVX-512, or with
-`LSTM_JAX_NATIVE=0`, layers run `fused`'s `lax` loops.
+It takes float32 layers with float32 matmuls whose hidden size is a multiple of 16, and
+whose weights (`(E + H) x 4H`) fit in 1 MiB or whose batch gives every thread a block of at
+least 4 sequences (wider layers with fewer rows a thread, which read all the weights from
+memory every step for one or two rows, ran slower than XLA's loop); AVX-512 on Linux. The
+library is built on first use with the system's C++ compiler (`$CXX`, else `c++`) for this
+CPU (`-march=native`), against the FFI headers that jaxlib ships, into
+`$LSTM_JAX_NATIVE_CACHE` (default `$XDG_CACHE_HOME/lstm_jax/native`, else
+`~/.cache/lstm_jax/native`), one file per source, compiler, jax version and CPU. Without a
+compiler or AVX-512, or with `LSTM_JAX_NATIVE=0`, layers run `fused`'s `lax` loops.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ Array = jax.Array
 SOURCE = Path(__file__).with_suffix(".cc")
 ENV_SWITCH = "LSTM_JAX_NATIVE"  # "0": never build or use the native loops
 ENV_CACHE = "LSTM_JAX_NATIVE_CACHE"  # the folder of the built library
-MAX_WEIGHT_BYTES = 2**20
+MAX_WEIGHT_BYTES = 2**20  # weights that any batch runs faster
+MIN_ROWS = 4  # the sequences a thread needs for larger weights (the C++ kRows)
 TARGETS = {"lstm_forward": "LstmForward", "lstm_backward": "LstmBackward"}
 
 
@@ -113,16 +115,17 @@ def _library() -> ctypes.CDLL | None:
     return library
 
 
-def takes(features: int, hidden: int, dtype: Any, matmul_dtype: Any = None) -> bool:
+def takes(features: int, hidden: int, batch: int, dtype: Any, matmul_dtype: Any = None) -> bool:
     """Whether the native loops run a fused layer of `features` inputs and `hidden` units
-    with `dtype` inputs and `matmul_dtype` matmuls (None: the inputs' dtype) here: see the
-    module docstring. Builds the library the first time it is asked on a CPU backend."""
+    on `batch` sequences, with `dtype` inputs and `matmul_dtype` matmuls (None: the
+    inputs' dtype), here: see the module docstring. Builds the library the first time it
+    is asked on a CPU backend."""
     weights = 4 * (features + hidden) * 4 * hidden
     fits = (
         jnp.dtype(dtype) == jnp.float32
         and jnp.dtype(matmul_dtype or dtype) == jnp.float32
         and hidden % 16 == 0
-        and weights <= MAX_WEIGHT_BYTES
+        and (weights <= MAX_WEIGHT_BYTES or batch >= MIN_ROWS * _threads())
     )
     switched_on = os.environ.get(ENV_SWITCH, "1") != "0"
     return fits and switched_on and jax.default_backend() == "cpu" and _library() is not None

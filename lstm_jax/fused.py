@@ -353,12 +353,14 @@ def _run(kernel: str, params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, 
     if kernel == "cpu":
         from lstm_jax import cpu_kernel
 
-        embed, hidden = x_DTBE.shape[-1], params["recurrent_kernel"].shape[1]
-        if not cpu_kernel.takes(embed, hidden, x_DTBE.dtype, operands):
+        batch, embed = x_DTBE.shape[2:]
+        hidden = params["recurrent_kernel"].shape[1]
+        if not cpu_kernel.takes(embed, hidden, batch, x_DTBE.dtype, operands):
             raise ValueError(
                 f"the native CPU loops do not run this layer here ({embed} inputs, {hidden} "
-                f"units, {x_DTBE.dtype} inputs, {jnp.dtype(operands).name} matmuls, backend "
-                f"{jax.default_backend()!r}; see lstm_jax.cpu_kernel); use kernel='loop'"
+                f"units, {batch} sequences, {x_DTBE.dtype} inputs, "
+                f"{jnp.dtype(operands).name} matmuls, backend {jax.default_backend()!r}; "
+                "see lstm_jax.cpu_kernel); use kernel='loop'"
             )
         return _fused(params, x_DTBE, m_DTB, unroll, operands, kernel)
     if kernel not in KERNELS:

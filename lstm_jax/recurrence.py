@@ -5,21 +5,21 @@ hand the work to `_scan`; faster paths (a fused LSTM with a hand-written backwar
 plug in behind the same functions, so models never change when the engine does.
 
 Engines: `"fused"` (the default, `lstm_jax.fused`) runs the "lstm" cell from a zero carry
-through a hand-written backward pass, both directions of a bidirectional layer in one
-scan, its two loops as native code on a CPU backend for the float32 layers that code
-takes (`lstm_jax.cpu_kernel`: a hidden size that is a multiple of 16, weights within
-1 MiB); `"scan"` runs every cell through the generic masked `lax.scan` (the reference);
-`"remat"` is that scan with each step rematerialised (`jax.checkpoint`): the backward pass
-recomputes the gates from the stored carries, so activation memory drops to the carries,
-for long sequences; `"pallas"` is the fused engine with its two loops as Pallas GPU kernels
-(`lstm_jax.pallas_lstm`: the recurrent weights held on chip across the steps) on a GPU
-backend, and the fused engine elsewhere, or for a layer the kernels do not take (a
-hidden size that is not a power of two from 16 up). Other cells, or an explicit
-`initial_carry`, take the generic scan. The engine is an argument of every call (models
-and configs carry it as a field), never module state, so what `jit` traces is what the
-call says. The fused engines also take `matmul_dtype="bfloat16"`: bfloat16
-inputs to their matmuls, with float32 accumulation, gates, cell state and final carries
-(the output sequence comes back rounded to bfloat16; `lstm_jax.fused`).
+through a hand-written backward pass, both directions of a bidirectional layer in one scan,
+its two loops as native code on a CPU backend for the float32 layers that code takes
+(`lstm_jax.cpu_kernel`: a hidden size that is a multiple of 16, and weights within 1 MiB or
+a batch of 4 sequences a core); `"scan"` runs every cell through the generic masked
+`lax.scan` (the reference); `"remat"` is that scan with each step rematerialised
+(`jax.checkpoint`): the backward pass recomputes the gates from the stored carries, so
+activation memory drops to the carries, for long sequences; `"pallas"` is the fused engine
+with its two loops as Pallas GPU kernels (`lstm_jax.pallas_lstm`: the recurrent weights held
+on chip across the steps) on a GPU backend, and the fused engine elsewhere, or for a layer
+the kernels do not take (a hidden size that is not a power of two from 16 up). Other cells,
+or an explicit `initial_carry`, take the generic scan. The engine is an argument of every
+call (models and configs carry it as a field), never module state, so what `jit` traces is
+what the call says. The fused engines also take `matmul_dtype="bfloat16"`: bfloat16 inputs
+to their matmuls, with float32 accumulation, gates, cell state and final carries (the output
+sequence comes back rounded to bfloat16; `lstm_jax.fused`).
 
 Conventions of the public functions:
 - inputs are batch-major, `<float>[batch, time, features]`, lengths `<int32>[batch]`;
@@ -107,12 +107,14 @@ def _use_fused(
     return fused_ok
 
 
-def _kernel(engine: str, features: int, hidden: int, dtype: Any, matmul_dtype: Any = None) -> str:
-    """What runs the loops of a fused layer (`features` inputs, `hidden` units, `dtype`
-    inputs, matmuls on `matmul_dtype`; `fused.KERNELS`): the Pallas kernels for engine
-    "pallas" on a GPU where they take the layer and this jax still has Pallas' Triton
-    backend; the native loops of `cpu_kernel` on a CPU where they take it; the `lax`
-    loops otherwise."""
+def _kernel(
+    engine: str, features: int, hidden: int, batch: int, dtype: Any, matmul_dtype: Any = None
+) -> str:
+    """What runs the loops of a fused layer (`features` inputs, `hidden` units, `batch`
+    sequences, `dtype` inputs, matmuls on `matmul_dtype`; `fused.KERNELS`): the Pallas
+    kernels for engine "pallas" on a GPU where they take the layer and this jax still has
+    Pallas' Triton backend; the native loops of `cpu_kernel` on a CPU where they take it;
+    the `lax` loops otherwise."""
     if check_engine(engine) == "pallas":
         from lstm_jax import pallas_lstm
 
@@ -122,7 +124,7 @@ def _kernel(engine: str, features: int, hidden: int, dtype: Any, matmul_dtype: A
             return "pallas" if kernels and fits else "loop"
     from lstm_jax import cpu_kernel
 
-    return "cpu" if cpu_kernel.takes(features, hidden, dtype, matmul_dtype) else "loop"
+    return "cpu" if cpu_kernel.takes(features, hidden, batch, dtype, matmul_dtype) else "loop"
 
 
 def time_major(x: Array) -> Array:
@@ -273,7 +275,12 @@ def rnn(
             unroll=unroll,
             matmul_dtype=matmul_dtype,
             kernel=_kernel(
-                engine, features, params["recurrent_kernel"].shape[0], xs_BTE.dtype, matmul_dtype
+                engine,
+                features,
+                params["recurrent_kernel"].shape[0],
+                batch,
+                xs_BTE.dtype,
+                matmul_dtype,
             ),
         )
         return time_major(ys_TBH), carry
@@ -333,6 +340,7 @@ def bidirectional(
                 engine,
                 xs_BTE.shape[-1],
                 params["forward"]["recurrent_kernel"].shape[0],
+                xs_BTE.shape[0],
                 xs_BTE.dtype,
                 matmul_dtype,
             ),

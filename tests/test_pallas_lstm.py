@@ -133,19 +133,19 @@ def test_triton_kernels_only_up_to_the_jax_that_deprecates_their_backend(monkeyp
     assert not pallas_lstm.triton_supported("0.11.0")
     assert not pallas_lstm.triton_supported("0.11.0rc1") and not pallas_lstm.triton_supported("1.0")
     monkeypatch.setattr(pallas_lstm, "on_gpu", lambda: True)  # as on a GPU
-    assert recurrence._kernel("pallas", 64, 64, jnp.float32) == (
+    assert recurrence._kernel("pallas", 64, 64, 64, jnp.float32) == (
         "pallas" if pallas_lstm.triton_supported() else "loop"
     )
     monkeypatch.setattr(pallas_lstm, "triton_supported", lambda: False)  # a jax from 0.11
-    assert recurrence._kernel("pallas", 64, 64, jnp.float32) == "loop"
+    assert recurrence._kernel("pallas", 64, 64, 64, jnp.float32) == "loop"
 
 
 @pytest.mark.skipif(pallas_lstm.on_gpu(), reason="on a GPU the engine runs the kernels")
 def test_pallas_engine_falls_back_to_the_fused_loop_off_a_gpu():
     assert not pallas_lstm.on_gpu()
-    kernel = recurrence._kernel("fused", 64, 64, jnp.float32)  # "cpu" where it builds
+    kernel = recurrence._kernel("fused", 64, 64, 64, jnp.float32)  # "cpu" where it builds
     assert kernel in ("cpu", "loop")
-    assert recurrence._kernel("pallas", 64, 64, jnp.float32) == kernel
+    assert recurrence._kernel("pallas", 64, 64, 64, jnp.float32) == kernel
     params = _layer_params()
     xs = jax.random.normal(jax.random.PRNGKey(2), (BATCH, TIME, FEATURES))
     _assert_trees_close(
@@ -164,7 +164,7 @@ def test_compiled_kernels_match_the_fused_loop_on_a_gpu():
     engine "pallas" runs them where this jax has not deprecated Triton (they are compiled
     and checked either way)."""
     expected = "pallas" if pallas_lstm.triton_supported() else "loop"
-    assert recurrence._kernel("pallas", 64, 64, jnp.float32) == expected
+    assert recurrence._kernel("pallas", 64, 64, 64, jnp.float32) == expected
     params, xs, _ = _core_inputs(hidden=64)
     # Weights at about the models' initial scale: at the small tests' 4x larger one, 100
     # steps amplify rounding past 1e-5 even between the interpreted kernels and the loop.
@@ -193,9 +193,9 @@ def test_kernels_take_the_hidden_sizes_that_fit_on_chip(monkeypatch):
     assert not pallas_lstm.supported(64, jnp.bfloat16)  # the kernels take float32 inputs
     monkeypatch.setattr(pallas_lstm, "on_gpu", lambda: True)  # as on a GPU, with a jax
     monkeypatch.setattr(pallas_lstm, "triton_supported", lambda: True)  # that runs them
-    assert recurrence._kernel("pallas", 64, 64, jnp.float32) == "pallas"
-    assert recurrence._kernel("pallas", 64, 128, jnp.float32, "float32") == "loop"  # too big
-    assert recurrence._kernel("pallas", 64, 128, jnp.float32, "bfloat16") == "pallas"
+    assert recurrence._kernel("pallas", 64, 64, 64, jnp.float32) == "pallas"
+    assert recurrence._kernel("pallas", 64, 128, 64, jnp.float32, "float32") == "loop"  # too big
+    assert recurrence._kernel("pallas", 64, 128, 64, jnp.float32, "bfloat16") == "pallas"
     params, xs, mask = _core_inputs(hidden=24)
     with pytest.raises(ValueError, match="power of two"):
         pallas_lstm.lstm_core(params, xs, mask, jnp.float32, interpret=True)
