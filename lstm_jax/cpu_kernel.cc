@@ -11,7 +11,7 @@
 // engine's, directions stacked first:
 //   lstm_forward(x [D,T,B,E], mask [D,T,B], wu [D,E+H,4H], bias [D,4H])
 //     -> i, f, g, o, c_prev [D,T,B,H], xh_T [D,E+H+1,T,B] (its last row left unwritten),
-//        h, c [D,B,H]
+//        h, c [D,B,H], ys [D,T,B,H] (the outputs, zero on padded steps)
 //   lstm_backward(i, f, g, o, c_prev, mask, dys [D,T,B,H], dh, dc [D,B,H], u_t [D,4H,H])
 //     -> dz [D,T,B,4H]
 #include <immintrin.h>
@@ -192,7 +192,7 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Out = ffi::ResultBuffer<ffi::F32>;
 
 ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32 wu, F32 bias, Out gi, Out gf, Out gg,
-                   Out go, Out gc, Out xh_t, Out h_last, Out c_last, int64_t threads) {
+                   Out go, Out gc, Out xh_t, Out h_last, Out c_last, Out ys, int64_t threads) {
   const auto dims = x.dimensions();
   const int D = dims[0], T = dims[1], B = dims[2], E = dims[3];
   const int K = wu.dimensions()[1], N = wu.dimensions()[2], H = N / 4;
@@ -204,6 +204,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32
   float* stored[5] = {gi->typed_data(), gf->typed_data(), gg->typed_data(), go->typed_data(),
                       gc->typed_data()};
   float* XH = xh_t->typed_data();
+  float* Y = ys->typed_data();
   std::vector<Floats> panels;
   for (int d = 0; d < D; ++d) panels.push_back(Panels(wu.typed_data() + int64_t{d} * K * N, K, N));
   OverBatch(B, threads, pool, [&](int b0, int b1) {
@@ -242,8 +243,12 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32
             for (int s = 0; s < 5; ++s) _mm512_storeu_ps(stored[s] + row + j, values[s]);
             if (real) {  // padded steps keep the carry
               const __m512 c1 = _mm512_fmadd_ps(f, c0, _mm512_mul_ps(i, g));
+              const __m512 h1 = _mm512_mul_ps(o, Tanh(c1));
               _mm512_storeu_ps(cr + j, c1);
-              _mm512_storeu_ps(hr + j, _mm512_mul_ps(o, Tanh(c1)));
+              _mm512_storeu_ps(hr + j, h1);
+              _mm512_storeu_ps(Y + row + j, h1);
+            } else {
+              _mm512_storeu_ps(Y + row + j, _mm512_setzero_ps());
             }
           }
         }
@@ -326,6 +331,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Arg<F32>()
                                   .Arg<F32>()
+                                  .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()

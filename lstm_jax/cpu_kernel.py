@@ -140,19 +140,21 @@ def _threads() -> int:
 
 def forward(
     wu: Array, bias: Array, x_DTBE: Array, m_DTB: Array
-) -> tuple[tuple[Array, Array], tuple[Array, ...], Array]:
+) -> tuple[tuple[Array, Array], tuple[Array, ...], Array, Array]:
     """The forward loop on `wu = [W; U] <[D, E + H, 4H]>` and `bias <[D, 4H]>`:
-    `((h, c), (i, f, g, o, c_prev), xh_T)` as `fused._forward_loop` returns them (`xh_T`
-    float32, its row of ones not yet set)."""
+    `((h, c), (i, f, g, o, c_prev), xh_T, ys)` as `fused._forward_loop` returns the first
+    three (`xh_T` float32, its row of ones not yet set), and the outputs
+    `ys <float32>[D, time, batch, H]`, zero on padded steps, which the loop writes as it
+    goes (XLA would read them back from `xh_T` through a transpose)."""
     directions, time, batch, embed = x_DTBE.shape
     hidden = wu.shape[-1] // 4
     step = jax.ShapeDtypeStruct((directions, time, batch, hidden), jnp.float32)
     xh_T = jax.ShapeDtypeStruct((directions, embed + hidden + 1, time, batch), jnp.float32)
     carry = jax.ShapeDtypeStruct((directions, batch, hidden), jnp.float32)
-    outputs = (step,) * 5 + (xh_T, carry, carry)
+    outputs = (step,) * 5 + (xh_T, carry, carry, step)
     call = jax.ffi.ffi_call("lstm_forward", outputs, vmap_method="sequential")
-    *stored, xh_T, h, c = call(x_DTBE, m_DTB, wu, bias, threads=np.int64(_threads()))
-    return (h, c), tuple(stored), xh_T
+    *stored, xh_T, h, c, ys = call(x_DTBE, m_DTB, wu, bias, threads=np.int64(_threads()))
+    return (h, c), tuple(stored), xh_T, ys
 
 
 def backward(

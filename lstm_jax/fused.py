@@ -169,25 +169,26 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     """Run all directions in one loop (`_forward_loop`, or `cpu_kernel.forward` for kernel
     "cpu"); returns outputs, final carries and the residuals `(stored, xh_T)`.
 
-    The outputs `y_t` are read back from `xh_T` after the loop, which also sets its row of
-    ones. With 16-bit operands they are the values the next layer's matmul takes (the last
-    one rounded to match); the final carries stay in the input dtype.
+    `_forward_loop`'s outputs `y_t` are read back from `xh_T` after the loop, which also
+    sets its row of ones. With 16-bit operands they are the values the next layer's matmul
+    takes (the last one rounded to match); the final carries stay in the input dtype.
     """
     embed = x_DTBE.shape[-1]
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1)  # [W; U]
     if kernel == "cpu":
         from lstm_jax import cpu_kernel
 
-        carry, stored, xh_T = cpu_kernel.forward(wu, params["bias"], x_DTBE, m_DTB)
+        carry, stored, xh_T, ys = cpu_kernel.forward(wu, params["bias"], x_DTBE, m_DTB)
     else:
         loop = (wu.astype(operands), params["bias"], x_DTBE, m_DTB)
         carry, stored, xh_T = _forward_loop(*loop, unroll, operands)
     bits = xh_T.dtype
     xh_T = xh_T.at[:, -1].set(jax.lax.bitcast_convert_type(jnp.ones((), operands), bits))
     xh_T = jax.lax.bitcast_convert_type(xh_T, operands)
-    h_last = jnp.swapaxes(carry[0], 1, 2)[:, :, None].astype(operands)  # rounded as the rest
-    h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], h_last], 2).astype(x_DTBE.dtype)
-    ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
+    if kernel != "cpu":
+        h_last = jnp.swapaxes(carry[0], 1, 2)[:, :, None].astype(operands)  # rounded as the rest
+        h_after = jnp.concatenate([xh_T[:, embed:-1, 1:], h_last], 2).astype(x_DTBE.dtype)
+        ys = jnp.where(m_DTB[..., None], jnp.moveaxis(h_after, 1, 3), 0.0)
     return ys, carry, (stored, xh_T)
 
 
