@@ -247,6 +247,8 @@ def _forward_loop(wu: Array, bias: Array, x_DTBE: Array, m_DTB: Array, unroll: i
         xh_T = jax.lax.dynamic_update_slice(xh_T, xh_bits[:, :, None], (0, 0, t, 0))
         return (h_new, c_new), stored, xh_T
 
+    if time == 0:  # nothing to run (tracing the body would slice an empty axis)
+        return (zeros, zeros), stored, xh_T
     return jax.lax.fori_loop(0, time, body, ((zeros, zeros), stored, xh_T), unroll=unroll)
 
 
@@ -281,8 +283,10 @@ def _fused_bwd(unroll, operands, kernel, saved, cotangents):
         loop = (stored, m_DTB, dys, dh_last, dc_last, u_transposed)
         dz_all = _backward_loop(*loop, unroll, operands)
     dz_all = jax.lax.bitcast_convert_type(dz_all, operands)
-    dz_DNG = dz_all.reshape(directions, time * batch, -1)  # one row per (step, example)
-    dwu = _bmm(xh_T.reshape(directions, embed + hidden + 1, -1), dz_DNG, operands, dys.dtype)
+    # One row per (step, example); the sizes spelled out, as -1 fails on an empty batch.
+    dz_DNG = dz_all.reshape(directions, time * batch, 4 * hidden)
+    xh = xh_T.reshape(directions, embed + hidden + 1, time * batch)
+    dwu = _bmm(xh, dz_DNG, operands, dys.dtype)
     dparams = {
         "kernel": dwu[:, :embed],
         "recurrent_kernel": dwu[:, embed:-1],
@@ -327,6 +331,8 @@ def _backward_loop(stored, m_DTB, dys, dh_last, dc_last, u_transposed, unroll, o
         dc_prev = dct * f + jnp.where(m, 0.0, dc)
         return (dh_prev, dc_prev), dz_all
 
+    if time == 0:
+        return dz_all
     return jax.lax.fori_loop(0, time, body, ((dh_last, dc_last), dz_all), unroll=unroll)[1]
 
 

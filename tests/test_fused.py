@@ -95,6 +95,28 @@ def test_fused_padding_is_ignored():
     assert float(jnp.abs(grads[1]).max()) == 0.0  # the empty sequence gets no gradient
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
+@pytest.mark.parametrize("matmul_dtype", [None, "bfloat16"])
+@pytest.mark.parametrize(("batch", "time"), [(2, 0), (0, 5)])
+def test_fused_layer_takes_an_empty_batch_or_time_axis(
+    monkeypatch, native, matmul_dtype, batch, time
+):
+    """No steps or no sequences: empty outputs, zero carries and zero gradients, on the
+    native loops and on the `lax` ones."""
+    monkeypatch.setenv("LSTM_JAX_NATIVE", native)
+    params, _ = _inputs()
+    xs, lengths = jnp.ones((batch, time, FEATURES)), jnp.zeros((batch,), jnp.int32)
+
+    def layer(params):
+        return recurrence.bidirectional("lstm", params, xs, lengths, matmul_dtype=matmul_dtype)
+
+    ys, carries = layer(params)
+    assert ys.shape == (batch, time, 2 * HIDDEN)
+    assert all(float(jnp.abs(a).sum()) == 0.0 for a in jax.tree.leaves(carries))
+    grads = jax.grad(lambda p: sum(jnp.sum(a) for a in jax.tree.leaves(layer(p)[1])))(params)
+    assert all(float(jnp.abs(g).sum()) == 0.0 for g in jax.tree.leaves(grads))
+
+
 def test_fused_layer_gradients_match_finite_differences_in_float64():
     """Every parameter array's and the inputs' directional derivative against central
     differences, in float64 with a small step, through a loss that reads the outputs and
