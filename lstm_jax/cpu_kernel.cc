@@ -151,6 +151,18 @@ void MatMul(const float* a, int M, int K, const float* panels, int N, const floa
   }
 }
 
+// Writes v to p, past the cache when `stream` (p then 64-byte aligned): the forward loop's
+// residuals are read only by the backward loop, after the rest of the forward pass, and a
+// cached store first reads each line from memory (the BiLSTM and stacked steps 3-6% faster,
+// the char LM's 2.5%). The backward loop's dz stays cached: XLA's matmuls read it next.
+inline void Store(float* p, __m512 v, bool stream) {
+  if (stream) {
+    _mm512_stream_ps(p, v);
+  } else {
+    _mm512_storeu_ps(p, v);
+  }
+}
+
 // Runs work(b0, b1) over [0, batch) in `threads` blocks: the calling thread and tasks on
 // XLA's intra-op thread pool take blocks from a shared counter until none are left. So the
 // call never waits on a task that has not started (a busy pool cannot stall it: the caller
@@ -175,6 +187,7 @@ void OverBatch(int batch, int64_t threads, ffi::ThreadPool& pool, const Work& wo
       _mm_setcsr(mxcsr | 0x8040);  // flush-to-zero and denormals-are-zero
       work(static_cast<int>(int64_t{batch} * p / blocks),
            static_cast<int>(int64_t{batch} * (p + 1) / blocks));
+      _mm_sfence();  // the block's streaming stores (Store) done before the call returns
       _mm_setcsr(mxcsr);
       if (state->done.fetch_add(1) + 1 == blocks) {
         std::lock_guard<std::mutex> lock(state->mutex);
@@ -205,6 +218,10 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32
                       gc->typed_data()};
   float* XH = xh_t->typed_data();
   float* Y = ys->typed_data();
+  bool stream = true;  // rows of H floats, H % 16 == 0: aligned where every array starts so
+  for (const float* a : {stored[0], stored[1], stored[2], stored[3], stored[4], Y}) {
+    stream = stream && reinterpret_cast<uintptr_t>(a) % 64 == 0;
+  }
   std::vector<Floats> panels;
   for (int d = 0; d < D; ++d) panels.push_back(Panels(wu.typed_data() + int64_t{d} * K * N, K, N));
   OverBatch(B, threads, pool, [&](int b0, int b1) {
@@ -240,15 +257,15 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32
             const __m512 o = Sigmoid(_mm512_loadu_ps(zr + 3 * H + j));
             const __m512 c0 = _mm512_loadu_ps(cr + j);
             const __m512 values[5] = {i, f, g, o, c0};
-            for (int s = 0; s < 5; ++s) _mm512_storeu_ps(stored[s] + row + j, values[s]);
+            for (int s = 0; s < 5; ++s) Store(stored[s] + row + j, values[s], stream);
             if (real) {  // padded steps keep the carry
               const __m512 c1 = _mm512_fmadd_ps(f, c0, _mm512_mul_ps(i, g));
               const __m512 h1 = _mm512_mul_ps(o, Tanh(c1));
               _mm512_storeu_ps(cr + j, c1);
               _mm512_storeu_ps(hr + j, h1);
-              _mm512_storeu_ps(Y + row + j, h1);
+              Store(Y + row + j, h1, stream);
             } else {
-              _mm512_storeu_ps(Y + row + j, _mm512_setzero_ps());
+              Store(Y + row + j, _mm512_setzero_ps(), stream);
             }
           }
         }
