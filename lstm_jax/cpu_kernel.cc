@@ -64,7 +64,9 @@ struct Aligned {
   Aligned() = default;
   template <typename U>
   Aligned(const Aligned<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+  }
   void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
   bool operator==(const Aligned&) const { return true; }
   bool operator!=(const Aligned&) const { return false; }
@@ -130,15 +132,18 @@ void MatMul(const float* a, int M, int K, const float* panels, int N, const floa
       if (rows == kRows && width == kPanel) {
         const int quarter = m / kRows;
         if (stream && quarter < 4) {
-          const char* next = reinterpret_cast<const char*>(w + int64_t{kPanel} * K);
-          Block<kRows, kVectors, true>(am, K, w, width, im, is, zm, N, next + int64_t{quarter} * K * 64);
+          const char* next = reinterpret_cast<const char*>(w + int64_t{kPanel} * K) +
+                             int64_t{quarter} * K * 64;
+          Block<kRows, kVectors, true>(am, K, w, width, im, is, zm, N, next);
         } else {
           Block<kRows, kVectors>(am, K, w, width, im, is, zm, N);
         }
         continue;
       }
       if (rows == kRows) {  // the last panel, narrower
-        for (int q = 0; q < width; q += 16) Block<kRows, 1>(am, K, w + q, width, im + q, is, zm + q, N);
+        for (int q = 0; q < width; q += 16) {
+          Block<kRows, 1>(am, K, w + q, width, im + q, is, zm + q, N);
+        }
         continue;
       }
       for (int r = 0; r < rows; ++r) {
