@@ -286,7 +286,10 @@ def _fused_bwd(unroll, operands, kernel, saved, cotangents):
     # One row per (step, example); the sizes spelled out, as -1 fails on an empty batch.
     dz_DNG = dz_all.reshape(directions, time * batch, 4 * hidden)
     xh = xh_T.reshape(directions, embed + hidden + 1, time * batch)
-    dwu = _bmm(xh, dz_DNG, operands, dys.dtype)
+    if kernel == "cpu" and cpu_kernel.weight_grad_fits(embed, hidden):
+        dwu = cpu_kernel.weight_grad(xh, dz_DNG)
+    else:
+        dwu = _bmm(xh, dz_DNG, operands, dys.dtype)
     dparams = {
         "kernel": dwu[:, :embed],
         "recurrent_kernel": dwu[:, embed:-1],

@@ -91,3 +91,18 @@ def test_a_failed_build_says_what_the_compiler_said(tmp_path):
     with pytest.raises(RuntimeError):
         cpu_kernel._build("false", tmp_path / "lstm_cpu.so")
     assert not (tmp_path / "lstm_cpu.so").exists()
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_grad_is_the_matmul(monkeypatch, threads):
+    """Over several chunks of rows (1,000 > 512), a narrower last panel (80 columns) and a
+    row count that is not a multiple of 4."""
+    monkeypatch.setattr(cpu_kernel, "_threads", lambda: threads)
+    k_a, k_b = jax.random.split(jax.random.PRNGKey(threads))
+    xh = jax.random.normal(k_a, (2, 21, 1000))
+    dz = jax.random.normal(k_b, (2, 1000, 80))
+    expected = np.einsum("dmk,dkn->dmn", np.asarray(xh, np.float64), np.asarray(dz, np.float64))
+    got = jax.jit(cpu_kernel.weight_grad)(xh, dz)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert cpu_kernel.weight_grad_fits(64, 64) and not cpu_kernel.weight_grad_fits(512, 512)
