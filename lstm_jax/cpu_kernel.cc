@@ -355,6 +355,10 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, F32 xh_t, F32 dz, Out dwu, int64_t t
   const auto dims = xh_t.dimensions();
   const int D = dims[0], M = dims[1], S = dims[2], N = dz.dimensions()[2];
   if (N % 16 != 0) return ffi::Error::InvalidArgument("lstm_weight_grad: needs N % 16 == 0");
+  if (S == 0) {  // no steps or no sequences: a zero gradient (the loop below writes nothing)
+    std::fill_n(dwu->typed_data(), int64_t{D} * M * N, 0.f);
+    return ffi::Error::Success();
+  }
   const int depth = std::clamp((1 << 19) / (N * 4) / 16 * 16, 16, 512);
   const Floats zeros(N, 0.f);
   OverBatch(M, threads, pool, [&](int m0, int m1) {

@@ -106,3 +106,5 @@ def test_weight_grad_is_the_matmul(monkeypatch, threads):
     got = jax.jit(cpu_kernel.weight_grad)(xh, dz)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert cpu_kernel.weight_grad_fits(64, 64) and not cpu_kernel.weight_grad_fits(512, 512)
+    empty = jax.jit(cpu_kernel.weight_grad)(jnp.ones((2, 21, 0)), jnp.ones((2, 0, 80)))
+    np.testing.assert_array_equal(empty, np.zeros((2, 21, 80)))  # written, not left as found
