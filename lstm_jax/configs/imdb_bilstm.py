@@ -11,7 +11,7 @@ accumulation, gates and cell state; issue 24, docs/imdb.md) joined target replic
 88.87%, 88.98% and 89.04% in float32 (`--matmul-dtype float32`, for a CPU without
 bfloat16 arithmetic), 6 min 22 s a command in the same hour; with the fused engine's
 native CPU loops since, float32 gave 89.24%, 88.80% and 89.05% in 4 min 22-24 s, and
-seed 0 89.34% in 4 min 5 s once the weight gradients ran native too.
+89.34%, 89.24% and 89.16% in 4 min 1-7 s once the weight gradients ran native too.
 """
 
 from lstm_jax.tasks.sentiment import SentimentConfig
