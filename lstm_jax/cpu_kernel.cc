@@ -57,8 +57,7 @@ inline __m512 Tanh(__m512 x) {  // 2 sigmoid(2x) - 1
 }
 
 // Buffers aligned to 64 bytes (a cache line, an AVX-512 vector): the default allocator's
-// 16-byte alignment split every vector load of the packed weights across two cache lines
-// (the BiLSTM step 8% slower).
+// 16-byte alignment split every vector load of the packed weights across two cache lines.
 template <typename T>
 struct Aligned {
   using value_type = T;
@@ -75,6 +74,7 @@ struct Aligned {
 using Floats = std::vector<float, Aligned<float>>;
 
 constexpr int kRows = 4, kVectors = 4, kPanel = 16 * kVectors;  // MatMul's block of z
+constexpr int64_t kCoreCache = 1 << 20;  // bytes of weights a core keeps in cache (L2)
 
 // The panels of w [K, N] (N a multiple of 16): its columns in groups of kPanel (the last
 // one narrower), each stored whole, row after row, so a panel streams through the cache in
@@ -89,6 +89,13 @@ Floats Panels(const float* w, int K, int N) {
     }
   }
   return packed;
+}
+
+// Panels of each direction's w [D, K, N].
+std::vector<Floats> PanelsPerDirection(const float* w, int D, int K, int N) {
+  std::vector<Floats> panels;
+  for (int d = 0; d < D; ++d) panels.push_back(Panels(w + int64_t{d} * K * N, K, N));
+  return panels;
 }
 
 // MR rows by 16 NV columns of z = init + a w: a [MR, K] (row stride lda), w [K, 16 NV]
@@ -120,7 +127,9 @@ inline void Tile(const float* a, int lda, int rows, int K, const float* w, int l
   if (rows == kRows && width == kPanel) {
     Block<kRows, kVectors>(a, lda, K, w, ldw, init, is, z, ldz);
   } else if (rows == kRows) {
-    for (int q = 0; q < width; q += 16) Block<kRows, 1>(a, lda, K, w + q, ldw, init + q, is, z + q, ldz);
+    for (int q = 0; q < width; q += 16) {
+      Block<kRows, 1>(a, lda, K, w + q, ldw, init + q, is, z + q, ldz);
+    }
   } else {
     for (int r = 0; r < rows; ++r) {
       for (int q = 0; q < width; q += 16) {
@@ -131,18 +140,17 @@ inline void Tile(const float* a, int lda, int rows, int K, const float* w, int l
   }
 }
 
-// z [M, N] = init + a [M, K] w [K, N], w given as its Panels; init as in Block. Panels
-// outermost: each stays in cache while every row block passes over it, so w is read from
-// memory once a call, not once a row block (for the 2 x 512 char LM's 8 MB of weights,
-// the difference between 1.4x slower than XLA's loop and faster). Weights larger than a
-// core's cache come from memory panel by panel, so the first four row blocks of a panel
-// prefetch the next one, a quarter each (the matmul 139 -> 185 GFLOP/s on one core).
+// z [M, N] = init + a [M, K] w [K, N], w given as its Panels; init as in Block. Panels outermost:
+// each stays in cache while every row block passes over it, so w is read from memory once a call,
+// not once a row block. Weights larger than a core's cache come from memory panel by panel, so
+// the first four row blocks of a panel prefetch the next one, a quarter each
+// (benchmarks/HISTORY.md has the measurements).
 void MatMul(const float* a, int M, int K, const float* panels, int N, const float* init, int is,
             float* z) {
   for (int n = 0; n < N; n += kPanel) {
     const int width = std::min(kPanel, N - n);
     const float* w = panels + int64_t{n} * K;
-    const bool stream = int64_t{K} * N * sizeof(float) > (1 << 20) && n + 2 * kPanel <= N;
+    const bool stream = int64_t{K} * N * sizeof(float) > kCoreCache && n + 2 * kPanel <= N;
     for (int m = 0; m < M; m += kRows) {
       const float* am = a + int64_t{m} * K;
       const float* im = init + int64_t{m} * is + n;
@@ -161,8 +169,8 @@ void MatMul(const float* a, int M, int K, const float* panels, int N, const floa
 
 // Writes v to p, past the cache when `stream` (p then 64-byte aligned): the forward loop's
 // residuals are read only by the backward loop, after the rest of the forward pass, and a
-// cached store first reads each line from memory (the BiLSTM and stacked steps 3-6% faster,
-// the char LM's 2.5%). The backward loop's dz stays cached: XLA's matmuls read it next.
+// cached store first reads each line from memory. The backward loop's dz stays cached: XLA's
+// matmuls read it next.
 inline void Store(float* p, __m512 v, bool stream) {
   if (stream) {
     _mm512_stream_ps(p, v);
@@ -175,7 +183,7 @@ inline void Store(float* p, __m512 v, bool stream) {
 // XLA's intra-op thread pool take blocks from a shared counter until none are left. So the
 // call never waits on a task that has not started (a busy pool cannot stall it: the caller
 // then runs every block itself), and a task that starts late finds nothing to do. Smaller
-// blocks, for a late task to share in, made the step slower (BiLSTM 45-50 ms against 38).
+// blocks, for a late task to share in, made the step slower (benchmarks/HISTORY.md).
 // Each block runs with denormals flushed to zero, as XLA's own loops run (the thread's
 // MXCSR is restored after): a gradient that decays into denormals would otherwise take the
 // slow microcode path.
@@ -230,8 +238,7 @@ ffi::Error Forward(ffi::ThreadPool pool, F32 x, ffi::Buffer<ffi::PRED> mask, F32
   for (const float* a : {stored[0], stored[1], stored[2], stored[3], stored[4], Y}) {
     stream = stream && reinterpret_cast<uintptr_t>(a) % 64 == 0;
   }
-  std::vector<Floats> panels;
-  for (int d = 0; d < D; ++d) panels.push_back(Panels(wu.typed_data() + int64_t{d} * K * N, K, N));
+  const std::vector<Floats> panels = PanelsPerDirection(wu.typed_data(), D, K, N);
   OverBatch(B, threads, pool, [&](int b0, int b1) {
     const int R = b1 - b0;
     Floats xh(int64_t{R} * K), z(int64_t{R} * N), h(int64_t{R} * H),
@@ -297,8 +304,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 gi, F32 gf, F32 gg, F32 go, F32 gc
   const float *O = go.typed_data(), *C = gc.typed_data(), *DY = dys.typed_data();
   const bool* Mk = mask.typed_data();
   float* DZ = dz_out->typed_data();
-  std::vector<Floats> panels;
-  for (int d = 0; d < D; ++d) panels.push_back(Panels(u_t.typed_data() + int64_t{d} * N * H, N, H));
+  const std::vector<Floats> panels = PanelsPerDirection(u_t.typed_data(), D, N, H);
   OverBatch(B, threads, pool, [&](int b0, int b1) {
     const int R = b1 - b0;
     Floats dz(int64_t{R} * N), dh(int64_t{R} * H), dc(int64_t{R} * H),
@@ -349,7 +355,7 @@ ffi::Error Backward(ffi::ThreadPool pool, F32 gi, F32 gf, F32 gg, F32 go, F32 gc
 
 // dwu [D, M, N] = xh_T [D, M, S] dz [D, S, N] for each direction: the weight and bias
 // gradients, summed over the S = time x batch rows in chunks of dz that stay in cache
-// (about 512 KB), each thread taking a block of dwu's rows. XLA's matmul ran this shape
+// (half a core's cache), each thread taking a block of dwu's rows. XLA's matmul ran this shape
 // (the BiLSTM's [129, 8192] x [8192, 256]) at about half a core's rate.
 ffi::Error WeightGrad(ffi::ThreadPool pool, F32 xh_t, F32 dz, Out dwu, int64_t threads) {
   const auto dims = xh_t.dimensions();
@@ -359,7 +365,7 @@ ffi::Error WeightGrad(ffi::ThreadPool pool, F32 xh_t, F32 dz, Out dwu, int64_t t
     std::fill_n(dwu->typed_data(), int64_t{D} * M * N, 0.f);
     return ffi::Error::Success();
   }
-  const int depth = std::clamp((1 << 19) / (N * 4) / 16 * 16, 16, 512);
+  const int depth = std::clamp(static_cast<int>(kCoreCache / 2 / (N * 4)) / 16 * 16, 16, 512);
   const Floats zeros(N, 0.f);
   OverBatch(M, threads, pool, [&](int m0, int m1) {
     for (int d = 0; d < D; ++d) {

@@ -178,8 +178,7 @@ def backward(
 def weight_grad_fits(features: int, hidden: int) -> bool:
     """Whether `weight_grad` runs a layer's weight gradient: where the gradient
     (`(E + H + 1) x 4H` floats) fits in `MAX_GRAD_BYTES`, as the tutorial models' do.
-    Larger ones stay XLA's matmul, which was faster on them (the 2 x 128 char LM's step
-    73-78 ms against 81, the 2 x 512's 568-588 against 647-683)."""
+    Larger ones stay XLA's matmul, which was faster on them (`benchmarks/HISTORY.md`)."""
     return 4 * (features + hidden + 1) * 4 * hidden <= MAX_GRAD_BYTES
 
 
@@ -187,8 +186,8 @@ def weight_grad(xh: Array, dz: Array) -> Array:
     """`xh @ dz` for each direction, `<float32>[D, E + H + 1, 4H]`: the weight and bias
     gradients from `xh <[D, E + H + 1, time x batch]>` (`xh_T`, its row of ones set) and
     `dz <[D, time x batch, 4H]>`, as `fused._fused_bwd` computes them with XLA's matmul
-    (within rounding: the sum runs in another order). On one core XLA ran the BiLSTM's
-    (`[129, 8192] x [8192, 256]`) at about half this kernel's rate."""
+    (within rounding: the sum runs in another order). XLA ran the BiLSTM's
+    (`[129, 8192] x [8192, 256]`) at about half a core's rate."""
     directions, rows, _ = xh.shape
     out = jax.ShapeDtypeStruct((directions, rows, dz.shape[-1]), jnp.float32)
     call = jax.ffi.ffi_call("lstm_weight_grad", out, vmap_method="sequential")

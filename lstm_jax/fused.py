@@ -61,6 +61,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lstm_jax import cpu_kernel
+
 Array = jax.Array
 Params = dict[str, Array]
 
@@ -176,8 +178,6 @@ def _forward(params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, operands:
     embed = x_DTBE.shape[-1]
     wu = jnp.concatenate([params["kernel"], params["recurrent_kernel"]], axis=1)  # [W; U]
     if kernel == "cpu":
-        from lstm_jax import cpu_kernel
-
         carry, stored, xh_T, ys = cpu_kernel.forward(wu, params["bias"], x_DTBE, m_DTB)
     else:
         loop = (wu.astype(operands), params["bias"], x_DTBE, m_DTB)
@@ -276,8 +276,6 @@ def _fused_bwd(unroll, operands, kernel, saved, cotangents):
     # float32 step's `dz U^T` ran slower.
     u_transposed = jnp.swapaxes(params["recurrent_kernel"], 1, 2).astype(operands)
     if kernel == "cpu":
-        from lstm_jax import cpu_kernel
-
         dz_all = cpu_kernel.backward(stored, m_DTB, dys, dh_last, dc_last, u_transposed)
     else:
         loop = (stored, m_DTB, dys, dh_last, dc_last, u_transposed)
@@ -361,8 +359,6 @@ def _run(kernel: str, params: Params, x_DTBE: Array, m_DTB: Array, unroll: int, 
     if kernel == "loop":
         return _fused(params, x_DTBE, m_DTB, unroll, operands, kernel)
     if kernel == "cpu":
-        from lstm_jax import cpu_kernel
-
         batch, embed = x_DTBE.shape[2:]
         hidden = params["recurrent_kernel"].shape[1]
         if not cpu_kernel.takes(embed, hidden, batch, x_DTBE.dtype, operands):

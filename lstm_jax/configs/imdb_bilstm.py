@@ -10,8 +10,8 @@ accumulation, gates and cell state; issue 24, docs/imdb.md) joined target replic
 (weight 0.5, every 8th step), dropout 0.5, label smoothing 0.1 and 8 epochs, which gave
 88.87%, 88.98% and 89.04% in float32 (`--matmul-dtype float32`, for a CPU without
 bfloat16 arithmetic), 6 min 22 s a command in the same hour; with the fused engine's
-native CPU loops since, float32 gave 89.24%, 88.80% and 89.05% in 4 min 22-24 s, and
-89.34%, 89.24% and 89.16% in 4 min 1-7 s once the weight gradients ran native too.
+native CPU loops since, float32 gave 89.24%, 88.80% and 89.05%, and 89.34%, 89.24% and
+89.16% once the weight gradients ran native too (docs/imdb.md).
 """
 
 from lstm_jax.tasks.sentiment import SentimentConfig
